@@ -1,0 +1,116 @@
+//! Quarters' HTTP edge: the AWS Lambda API (and Quarters' own API under `/quarters/v1`) on
+//! one listener. Protocol types live here and nowhere else; errors of every layer become
+//! AWS-shaped responses in [`error`].
+
+mod error;
+mod lambda;
+mod quarters;
+mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+pub use error::ApiError;
+use quarters_control::ControlPlane;
+use quarters_invoke::Manager;
+use quarters_telemetry::LogStore;
+use tower::Layer;
+
+/// Everything the handlers share.
+pub struct App {
+    pub control: Arc<ControlPlane>,
+    pub manager: Manager,
+    pub logs: Arc<LogStore>,
+    /// How clients reach this server, for URLs in responses.
+    pub base_url: String,
+}
+
+/// The request id of the request being served (`x-amzn-RequestId`).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Run blocking control-plane work (SQLite, unzipping) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static, E: Send + 'static + From<quarters_control::ControlError>>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(quarters_control::ControlError::Internal(format!("worker failed: {e}")).into()),
+    }
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().entry("x-amzn-requestid").or_insert(v);
+    }
+    resp
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        format!("No operation matches {} {}", req.method(), req.uri().path()),
+    )
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    use lambda::*;
+    Router::new()
+        .route("/2015-03-31/functions", post(create_function).get(list_functions))
+        .route("/2015-03-31/functions/{name}", get(get_function).delete(delete_function))
+        .route("/2015-03-31/functions/{name}/configuration", get(get_configuration).put(update_configuration))
+        .route("/2015-03-31/functions/{name}/code", put(update_code))
+        .route("/2015-03-31/functions/{name}/versions", post(publish_version).get(list_versions))
+        .route("/2015-03-31/functions/{name}/aliases", post(create_alias).get(list_aliases))
+        .route("/2015-03-31/functions/{name}/aliases/{alias}", get(get_alias).put(update_alias).delete(delete_alias))
+        .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+        .route("/2017-10-31/functions/{name}/concurrency", put(put_concurrency).delete(delete_concurrency))
+        .route("/2019-09-30/functions/{name}/concurrency", get(get_concurrency))
+        .route("/2016-08-19/account-settings", get(account_settings))
+        .merge(quarters::routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(quarters_types::limits::CREATE_REQUEST_MAX_BYTES + 1))
+        .layer(middleware::from_fn(request_id))
+        .with_state(app)
+}
+
+/// Older botocore sends some paths with a trailing slash; route them as without.
+fn trim_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let new = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(uri) = new.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// Serve until `shutdown` resolves, then end every environment.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let manager = app.manager.clone();
+    let svc = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router(app));
+    let result = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(svc))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    manager.shutdown().await;
+    result
+}

@@ -1,0 +1,87 @@
+//! Quarters' own API (`/quarters/v1`): what Lambda has no operation for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use quarters_types::{FunctionRef, TenantId};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::{App, blocking};
+
+type Q = Query<HashMap<String, String>>;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/quarters/v1/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/quarters/v1/environments", get(environments).delete(offboard))
+        .route("/quarters/v1/logs", get(logs))
+        .route("/quarters/v1/code/{sha}", get(code))
+}
+
+fn function_uid(app: &App, q: &Q) -> Result<Option<String>, ApiError> {
+    match q.get("function") {
+        None => Ok(None),
+        Some(f) => {
+            let r = FunctionRef::parse(f, None)?;
+            Ok(Some(app.control.get(r.name.as_str())?.uid.clone()))
+        }
+    }
+}
+
+/// Live environments, optionally of one function.
+async fn environments(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
+    let uid = function_uid(&app, &q)?;
+    let envs = app.manager.environments(uid.as_deref());
+    Ok(Json(json!({ "Sandbox": app.manager.sandbox_name(), "Environments": envs })).into_response())
+}
+
+/// Tenant offboarding: destroy every environment of one tenant.
+async fn offboard(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
+    let tenant = q.get("tenant").ok_or_else(|| ApiError::invalid("The 'tenant' query parameter is required."))?;
+    let tenant = TenantId::parse(tenant)?;
+    let uid = function_uid(&app, &q)?;
+    let n = app.manager.offboard_tenant(&tenant, uid.as_deref());
+    tracing::info!(tenant = %tenant, destroyed = n, "tenant offboarded");
+    Ok(Json(json!({ "Tenant": tenant.as_str(), "DestroyedEnvironments": n })).into_response())
+}
+
+/// Recent log records of a function, optionally of one tenant.
+async fn logs(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
+    let f = q.get("function").ok_or_else(|| ApiError::invalid("The 'function' query parameter is required."))?;
+    let r = FunctionRef::parse(f, None)?;
+    let e = app.control.get(r.name.as_str())?;
+    let group = e.latest.config.logging.log_group.clone();
+    let tenant = q.get("tenant").map(|t| TenantId::parse(t)).transpose()?;
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(10_000);
+    let logs = app.logs.clone();
+    let records = blocking(move || {
+        logs.read(&group, tenant.as_ref().map(|t| t.as_str()), limit)
+            .map_err(|e| quarters_control::ControlError::Internal(e.to_string()))
+    })
+    .await
+    .map_err(ApiError::from)?;
+    Ok(Json(json!({ "Records": records, "Dropped": app.logs.dropped() })).into_response())
+}
+
+/// Download a stored code package (GetFunction's `Code.Location`).
+async fn code(State(app): State<Arc<App>>, Path(sha): Path<String>) -> Result<Response, ApiError> {
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::not_found("No such code package"));
+    }
+    let path = app.control.code_store().zip_path(&quarters_types::CodeInfo {
+        sha256_hex: sha,
+        sha256_b64: String::new(),
+        size: 0,
+    });
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok((StatusCode::OK, [("content-type", "application/zip")], bytes).into_response()),
+        Err(_) => Err(ApiError::not_found("No such code package")),
+    }
+}

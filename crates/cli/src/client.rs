@@ -1,0 +1,159 @@
+//! A small client of the Lambda API, for the CLI.
+
+use std::io::{Cursor, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use serde_json::{Value, json};
+
+pub struct Client {
+    pub endpoint: String,
+    http: reqwest::Client,
+}
+
+pub struct Invoked {
+    pub status: u16,
+    pub body: String,
+    pub function_error: Option<String>,
+    pub log_tail: Option<String>,
+}
+
+impl Client {
+    pub fn new(endpoint: &str) -> Self {
+        Self { endpoint: endpoint.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
+        let url = format!("{}{}", self.endpoint, path);
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach Quarters at {}", self.endpoint))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Ok((status, v))
+    }
+
+    /// Call and fail with the server's AWS-shaped message on an error status.
+    pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let (status, v) = self.call(method, path, body).await?;
+        if status >= 400 {
+            let msg = v.get("message").or_else(|| v.get("Message")).and_then(Value::as_str).unwrap_or("");
+            bail!("HTTP {status}: {msg}");
+        }
+        Ok(v)
+    }
+
+    pub async fn get_function(&self, name: &str) -> Result<Option<Value>> {
+        let (status, v) = self.call(reqwest::Method::GET, &format!("/2015-03-31/functions/{name}"), None).await?;
+        Ok((status == 200).then_some(v))
+    }
+
+    pub async fn invoke(&self, name: &str, tenant: Option<&str>, payload: &str, tail: bool) -> Result<Invoked> {
+        let mut req = self
+            .http
+            .post(format!("{}/2015-03-31/functions/{name}/invocations", self.endpoint))
+            .body(payload.to_owned());
+        if let Some(t) = tenant {
+            req = req.header("X-Amz-Tenant-Id", t);
+        }
+        if tail {
+            req = req.header("X-Amz-Log-Type", "Tail");
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach Quarters at {}", self.endpoint))?;
+        let status = resp.status().as_u16();
+        let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let function_error = h("x-amz-function-error");
+        let log_tail = h("x-amz-log-result")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let body = resp.text().await?;
+        Ok(Invoked { status, body, function_error, log_tail })
+    }
+
+    /// Create the function, or update its code and configuration if it exists.
+    pub async fn deploy(&self, name: &str, zip: &[u8], opts: &DeployOptions) -> Result<Value> {
+        let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip);
+        if let Some(existing) = self.get_function(name).await? {
+            let per_tenant = existing["Configuration"]["TenancyConfig"]["TenantIsolationMode"] == "PER_TENANT";
+            if per_tenant != opts.per_tenant {
+                bail!(
+                    "function {name} exists with a different tenancy configuration, which cannot change; delete it first"
+                );
+            }
+            self.ok(
+                reqwest::Method::PUT,
+                &format!("/2015-03-31/functions/{name}/code"),
+                Some(json!({ "ZipFile": zip_b64 })),
+            )
+            .await?;
+            let cfg = json!({ "MemorySize": opts.memory, "Timeout": opts.timeout, "Runtime": opts.runtime, "Handler": opts.handler });
+            return self
+                .ok(reqwest::Method::PUT, &format!("/2015-03-31/functions/{name}/configuration"), Some(cfg))
+                .await;
+        }
+        let mut body = json!({
+            "FunctionName": name,
+            "Runtime": opts.runtime,
+            "Handler": opts.handler,
+            "Role": "arn:aws:iam::000000000000:role/quarters-function",
+            "Code": { "ZipFile": zip_b64 },
+            "MemorySize": opts.memory,
+            "Timeout": opts.timeout,
+        });
+        if opts.per_tenant {
+            body["TenancyConfig"] = json!({ "TenantIsolationMode": "PER_TENANT" });
+        }
+        self.ok(reqwest::Method::POST, "/2015-03-31/functions", Some(body)).await
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub runtime: String,
+    pub handler: String,
+    pub memory: u32,
+    pub timeout: u32,
+    pub per_tenant: bool,
+}
+
+/// A zip of a directory (modes kept), or of one executable as `bootstrap`, or a zip file as is.
+pub fn package(path: &Path) -> Result<Vec<u8>> {
+    if path.extension().is_some_and(|e| e == "zip") {
+        return std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    }
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    if path.is_file() {
+        add_file(&mut w, path, "bootstrap")?;
+    } else if path.is_dir() {
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let mut entries: Vec<_> = std::fs::read_dir(&dir)?.flatten().collect();
+            entries.sort_by_key(|e| e.path());
+            for e in entries {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(path)?.to_string_lossy().into_owned();
+                    add_file(&mut w, &p, &rel)?;
+                }
+            }
+        }
+    } else {
+        bail!("{} is not a file or a directory", path.display());
+    }
+    Ok(w.finish()?.into_inner())
+}
+
+fn add_file(w: &mut zip::ZipWriter<Cursor<Vec<u8>>>, path: &Path, name: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    let opts = zip::write::SimpleFileOptions::default().unix_permissions(mode & 0o777);
+    w.start_file(name, opts)?;
+    w.write_all(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)?;
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! The `quarters` command line: the server, a client of its API, the demo and the bench.
+
+mod client;
+mod demo;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use client::{Client, DeployOptions};
+use serde_json::Value;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "quarters",
+    version,
+    about = "A Lambda-compatible function platform with per-tenant execution environments"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Endpoint {
+    /// The Quarters server to talk to.
+    #[arg(long, env = "QUARTERS_ENDPOINT", default_value = "http://127.0.0.1:9000")]
+    endpoint: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (state in SQLite under --data-dir).
+    Serve(server::ServerConfig),
+    /// Start a server, deploy the counter function with PER_TENANT isolation and show tenants
+    /// getting their own environments.
+    Demo {
+        #[command(flatten)]
+        server: server::ServerConfig,
+        /// Stop the server when the demo is done instead of serving on.
+        #[arg(long)]
+        exit: bool,
+    },
+    /// Deploy a function from a directory, a zip, or a single executable (as `bootstrap`).
+    Deploy {
+        path: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "provided.al2023")]
+        runtime: String,
+        #[arg(long, default_value = "bootstrap")]
+        handler: String,
+        #[arg(long, default_value_t = 128)]
+        memory: u32,
+        #[arg(long, default_value_t = 3)]
+        timeout: u32,
+        /// Tenant isolation: `per-tenant` or `none` (fixed at creation).
+        #[arg(long, default_value = "none", value_parser = ["none", "per-tenant"])]
+        tenancy: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Invoke a function and print its response.
+    Invoke {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// Also print the invocation's log.
+        #[arg(long)]
+        tail: bool,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// List functions.
+    List {
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Show the live execution environments of a function (or all), grouped by tenant.
+    Envs {
+        function: Option<String>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Destroy every environment of one tenant (offboarding).
+    Offboard {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        function: Option<String>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Print recent log records of a function, optionally of one tenant.
+    Logs {
+        function: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
+/// Entry point of the binary. `sandbox-init` is dispatched before anything else: it runs
+/// inside a sandbox, single-threaded, with no async runtime.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("sandbox-init") {
+        let rest = match args.get(2).map(String::as_str) {
+            Some("--") => &args[3..],
+            _ => &args[2..],
+        };
+        quarters_sandbox::init::main(rest);
+    }
+    let cli = Cli::parse();
+    // The demo's own output is the point; the platform's logs stay at warnings unless asked.
+    quarters_telemetry::init_tracing(if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" });
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve(cfg) => {
+            let server = server::start(&cfg).await?;
+            eprintln!("Quarters is serving the Lambda API at {} (Ctrl-C to stop)", server.endpoint());
+            server.run_until_signal().await?;
+        }
+        Command::Demo { server, exit } => demo::run(&server, exit).await?,
+        Command::Deploy { path, name, runtime, handler, memory, timeout, tenancy, endpoint } => {
+            let zip = client::package(&path)?;
+            let opts = DeployOptions { runtime, handler, memory, timeout, per_tenant: tenancy == "per-tenant" };
+            let cfg = Client::new(&endpoint.endpoint).deploy(&name, &zip, &opts).await?;
+            println!(
+                "deployed {} ({} bytes, CodeSha256 {})",
+                name,
+                zip.len(),
+                cfg["CodeSha256"].as_str().unwrap_or("?")
+            );
+        }
+        Command::Invoke { name, tenant, payload, tail, endpoint } => {
+            let out = Client::new(&endpoint.endpoint).invoke(&name, tenant.as_deref(), &payload, tail).await?;
+            if let Some(log) = &out.log_tail {
+                eprintln!("{log}");
+            }
+            println!("{}", out.body);
+            if out.status >= 400 || out.function_error.is_some() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::List { endpoint } => {
+            let v = Client::new(&endpoint.endpoint).ok(reqwest::Method::GET, "/2015-03-31/functions", None).await?;
+            println!("{:<32} {:<16} {:>7} {:>7}  TENANCY", "NAME", "RUNTIME", "MEMORY", "TIMEOUT");
+            for f in v["Functions"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {:<16} {:>7} {:>7}  {}",
+                    f["FunctionName"].as_str().unwrap_or(""),
+                    f["Runtime"].as_str().unwrap_or(""),
+                    f["MemorySize"],
+                    f["Timeout"],
+                    f["TenancyConfig"]["TenantIsolationMode"].as_str().unwrap_or("-"),
+                );
+            }
+        }
+        Command::Envs { function, endpoint } => {
+            let path = match &function {
+                Some(f) => format!("/quarters/v1/environments?function={}", urlencode(f)),
+                None => "/quarters/v1/environments".to_string(),
+            };
+            let v = Client::new(&endpoint.endpoint).ok(reqwest::Method::GET, &path, None).await?;
+            print_envs(&v);
+        }
+        Command::Offboard { tenant, function, endpoint } => {
+            let mut path = format!("/quarters/v1/environments?tenant={}", urlencode(&tenant));
+            if let Some(f) = &function {
+                path.push_str(&format!("&function={}", urlencode(f)));
+            }
+            let v = Client::new(&endpoint.endpoint).ok(reqwest::Method::DELETE, &path, None).await?;
+            println!("destroyed {} environment(s) of tenant {tenant}", v["DestroyedEnvironments"]);
+        }
+        Command::Logs { function, tenant, limit, endpoint } => {
+            let mut path = format!("/quarters/v1/logs?function={}&limit={limit}", urlencode(&function));
+            if let Some(t) = &tenant {
+                path.push_str(&format!("&tenant={}", urlencode(t)));
+            }
+            let v = Client::new(&endpoint.endpoint).ok(reqwest::Method::GET, &path, None).await?;
+            for r in v["Records"].as_array().into_iter().flatten() {
+                println!(
+                    "{} [{}] {}",
+                    quarters_types::time::rfc3339_ms(r["ts_ms"].as_u64().unwrap_or(0)),
+                    r["tenant"].as_str().unwrap_or("-"),
+                    r["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print environments grouped by tenant.
+fn print_envs(v: &Value) {
+    let envs = v["Environments"].as_array().cloned().unwrap_or_default();
+    if envs.is_empty() {
+        println!("no live environments");
+        return;
+    }
+    let mut current: Option<String> = None;
+    for e in &envs {
+        let tenant = e["Tenant"].as_str().unwrap_or("(no tenant)").to_owned();
+        if current.as_deref() != Some(&tenant) {
+            let n = envs.iter().filter(|x| x["Tenant"].as_str().unwrap_or("(no tenant)") == tenant).count();
+            println!("tenant {tenant:?}: {n} environment(s)");
+            current = Some(tenant);
+        }
+        println!(
+            "  {}  {:<12} {:<6} {} invocation(s)  stream {}",
+            &e["Id"].as_str().unwrap_or("")[..12.min(e["Id"].as_str().unwrap_or("").len())],
+            e["Function"].as_str().unwrap_or(""),
+            e["State"].as_str().unwrap_or(""),
+            e["Invocations"],
+            e["LogStream"].as_str().unwrap_or(""),
+        );
+    }
+}
+
+pub(crate) fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

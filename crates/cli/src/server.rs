@@ -1,0 +1,159 @@
+//! Starting and stopping a Quarters server (used by `serve`, `demo` and `bench`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use quarters_api::App;
+use quarters_control::ControlPlane;
+use quarters_invoke::{Manager, ManagerConfig};
+use quarters_sandbox::cgroup::CgroupLayout;
+use quarters_sandbox::{BwrapConfig, BwrapSandbox};
+use quarters_telemetry::LogStore;
+use quarters_types::Arns;
+use sha2::Digest;
+use tokio::sync::oneshot;
+
+/// Everything `quarters serve` can be told (each also a `QUARTERS_*` variable).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// Address of the AWS-compatible API.
+    #[arg(long, env = "QUARTERS_LISTEN", default_value = "127.0.0.1:9000")]
+    pub listen: String,
+    /// Where functions, code and logs are kept.
+    #[arg(long, env = "QUARTERS_DATA_DIR", default_value = "./.quarters")]
+    pub data_dir: PathBuf,
+    /// Where environments' private sockets live (default: /run/quarters/<instance>, or a
+    /// directory under the system temp dir when /run is not writable).
+    #[arg(long, env = "QUARTERS_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Seconds an idle environment is kept warm before it is destroyed.
+    #[arg(long, env = "QUARTERS_IDLE_TIMEOUT", default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Seconds after which an environment is recycled, busy or not (0 = never).
+    #[arg(long, env = "QUARTERS_MAX_LIFETIME", default_value_t = 7200)]
+    pub max_lifetime: u64,
+    /// Seconds a runtime may take to ask for its first event.
+    #[arg(long, env = "QUARTERS_INIT_TIMEOUT", default_value_t = 10)]
+    pub init_timeout: u64,
+    /// Invocations in flight across the server.
+    #[arg(long, env = "QUARTERS_ACCOUNT_CONCURRENCY", default_value_t = 1000)]
+    pub account_concurrency: u32,
+    /// Most processes (and threads) one environment may have.
+    #[arg(long, env = "QUARTERS_PIDS_MAX", default_value_t = 1024)]
+    pub pids_max: u32,
+    /// Region in ARNs.
+    #[arg(long, env = "QUARTERS_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// Account id in ARNs.
+    #[arg(long, env = "QUARTERS_ACCOUNT_ID", default_value = "000000000000")]
+    pub account_id: String,
+}
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop serving and end every environment.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.context("server task")?.context("server")?;
+        Ok(())
+    }
+
+    /// Serve until the process gets SIGINT or SIGTERM.
+    pub async fn run_until_signal(self) -> Result<()> {
+        wait_for_signal().await;
+        tracing::info!("stopping: ending every environment");
+        self.stop().await
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// A short, path-safe name for this server instance, derived from its data directory.
+fn instance_name(data_dir: &Path) -> String {
+    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    hex::encode(&digest[..6])
+}
+
+fn default_run_dir(instance: &str) -> PathBuf {
+    let run = Path::new("/run/quarters");
+    if std::fs::create_dir_all(run).is_ok() {
+        return run.join(instance);
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("quarters-{uid}")).join(instance)
+}
+
+pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let data_dir = cfg.data_dir.canonicalize().context("data dir")?;
+    let instance = instance_name(&data_dir);
+    let run_dir = cfg.run_dir.clone().unwrap_or_else(|| default_run_dir(&instance));
+    // Whatever an earlier run of this instance left (after a crash or kill -9) goes first.
+    let cgroups = CgroupLayout::detect(&instance);
+    let removed = cgroups.remove_leftovers();
+    if removed > 0 {
+        tracing::warn!(removed, "removed cgroups left by an earlier run");
+    }
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir).with_context(|| format!("clearing {}", run_dir.display()))?;
+    }
+    let arns = Arns { region: cfg.region.clone(), account: cfg.account_id.clone() };
+    let control = Arc::new(ControlPlane::open(&data_dir, arns.clone(), cfg.account_concurrency)?);
+    let logs = Arc::new(LogStore::open(&data_dir.join("logs.db"))?);
+    let sandbox = BwrapSandbox::new(BwrapConfig {
+        bwrap: BwrapConfig::find_bwrap()?,
+        init_exe: std::env::current_exe().context("finding this binary")?,
+        cgroups,
+        pids_max: cfg.pids_max,
+    });
+    let manager = Manager::new(
+        ManagerConfig {
+            run_dir,
+            idle_timeout: Duration::from_secs(cfg.idle_timeout),
+            max_lifetime: (cfg.max_lifetime > 0).then(|| Duration::from_secs(cfg.max_lifetime)),
+            init_timeout: Duration::from_secs(cfg.init_timeout),
+            account_concurrency: cfg.account_concurrency,
+            arns,
+        },
+        Arc::new(sandbox),
+        logs.clone(),
+    )?;
+    let listener =
+        tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let app = Arc::new(App { control, manager, logs, base_url: format!("http://{addr}") });
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(quarters_api::serve(app, listener, async move {
+        let _ = stop_rx.await;
+    }));
+    tracing::info!(%addr, data_dir = %data_dir.display(), "quarters is serving the Lambda API");
+    Ok(RunningServer { addr, stop: Some(stop_tx), task })
+}

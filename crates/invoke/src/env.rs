@@ -1,0 +1,139 @@
+//! One execution environment: a sandbox, its Runtime API, its log capture, and its binding.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
+
+use quarters_runtime_api::{Invocation, Outcome, RuntimeApi, RuntimeEvent};
+use quarters_sandbox::{Exit, SandboxControl};
+use quarters_types::EnvId;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::logs::LogCapture;
+use crate::manager::PoolKey;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvState {
+    Initializing,
+    Busy,
+    Idle,
+    Dead,
+}
+
+impl EnvState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Initializing,
+            1 => Self::Busy,
+            2 => Self::Idle,
+            _ => Self::Dead,
+        }
+    }
+}
+
+/// What the manager shows of an environment (shared with the registry of live environments).
+pub(crate) struct EnvInfo {
+    pub id: EnvId,
+    pub key: PoolKey,
+    pub function_name: Arc<str>,
+    pub log_stream: Arc<str>,
+    pub created_ms: u64,
+    state: AtomicU8,
+    pub invocations: AtomicU64,
+    pub last_used_ms: AtomicU64,
+}
+
+impl EnvInfo {
+    pub fn new(id: EnvId, key: PoolKey, function_name: Arc<str>, log_stream: Arc<str>, now: u64) -> Self {
+        Self {
+            id,
+            key,
+            function_name,
+            log_stream,
+            created_ms: now,
+            state: AtomicU8::new(0),
+            invocations: AtomicU64::new(0),
+            last_used_ms: AtomicU64::new(now),
+        }
+    }
+
+    pub fn set_state(&self, s: EnvState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    pub fn view(&self) -> EnvView {
+        EnvView {
+            id: self.id.to_string(),
+            function: self.function_name.to_string(),
+            version: self.key.version.to_string(),
+            tenant: self.key.tenant.as_ref().map(|t| t.as_str().to_owned()),
+            state: EnvState::from_u8(self.state.load(Ordering::Relaxed)),
+            log_stream: self.log_stream.to_string(),
+            created_ms: self.created_ms,
+            last_used_ms: self.last_used_ms.load(Ordering::Relaxed),
+            invocations: self.invocations.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A snapshot of one live environment, for `quarters envs` and the API.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EnvView {
+    pub id: String,
+    pub function: String,
+    pub version: String,
+    pub tenant: Option<String>,
+    pub state: EnvState,
+    pub log_stream: String,
+    pub created_ms: u64,
+    pub last_used_ms: u64,
+    pub invocations: u64,
+}
+
+/// A live environment. Owned by its pool while idle and by one invocation while busy, so it
+/// serves one invocation at a time by construction.
+pub(crate) struct Env {
+    pub info: Arc<EnvInfo>,
+    pub rapi: RuntimeApi,
+    pub events: mpsc::UnboundedReceiver<RuntimeEvent>,
+    pub exit: watch::Receiver<Option<Exit>>,
+    pub control: SandboxControl,
+    pub logs: Arc<LogCapture>,
+    pub initialized: bool,
+    pub launched_at: Instant,
+    pub last_used: Instant,
+    pub run_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DispatchError {
+    #[error("tenant invariant violated: environment {env} is bound to {bound:?} and was asked to serve {asked:?}")]
+    WrongBinding { env: EnvId, bound: Box<PoolKey>, asked: Box<PoolKey> },
+    #[error("environment {0} already has an invocation pending")]
+    Busy(EnvId),
+}
+
+impl Env {
+    /// Hand an invocation to this environment's runtime. This is the one place that enforces
+    /// the tenant invariant: the invocation's key (and its tenant) must be the key the
+    /// environment was bound to when it was created.
+    pub fn dispatch(&self, key: &PoolKey, inv: Invocation) -> Result<oneshot::Receiver<Outcome>, DispatchError> {
+        if self.info.key != *key || inv.tenant != self.info.key.tenant {
+            tracing::error!(env = %self.info.id, bound = ?self.info.key, asked = ?key, "tenant invariant violation refused");
+            return Err(DispatchError::WrongBinding {
+                env: self.info.id,
+                bound: Box::new(self.info.key.clone()),
+                asked: Box::new(key.clone()),
+            });
+        }
+        self.rapi.dispatch(inv).map_err(|_| DispatchError::Busy(self.info.id))
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+}

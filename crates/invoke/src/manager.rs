@@ -1,0 +1,882 @@
+//! The environment manager: pools, admission, the invocation state machine, reaping.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quarters_runtime_api::{Invocation, Outcome, RuntimeApi, RuntimeEvent};
+use quarters_sandbox::{Exit, ExitInfo, RAPI_SOCKET, RUNTIME_API_ADDR, Sandbox, SandboxSpec};
+use quarters_telemetry::LogStore;
+use quarters_types::time::{now_ms, rfc3339_ms, stream_date};
+use quarters_types::{Arns, EnvId, FunctionConfig, LogFormat, TenantId, limits};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::env::{Env, EnvInfo, EnvState, EnvView};
+use crate::logs::{LogCapture, StreamMeta, lock};
+
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Base of the environments' private run directories (kept short: socket paths are
+    /// limited to 108 bytes).
+    pub run_dir: PathBuf,
+    /// An idle environment is destroyed after this long without an invocation.
+    pub idle_timeout: Duration,
+    /// An environment is retired after this long, busy or not (checked between invocations).
+    pub max_lifetime: Option<Duration>,
+    /// How long a runtime may take to ask for its first event.
+    pub init_timeout: Duration,
+    /// Invocations in flight across the whole server.
+    pub account_concurrency: u32,
+    pub arns: Arns,
+}
+
+/// The binding of an environment, for its whole life.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub function_uid: Arc<str>,
+    pub version: Arc<str>,
+    pub generation: u64,
+    pub tenant: Option<TenantId>,
+}
+
+/// What an invocation runs, as resolved by the control plane.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Unique per function incarnation (a function deleted and created again gets a new one).
+    pub function_uid: Arc<str>,
+    pub version: Arc<str>,
+    pub generation: u64,
+    pub config: Arc<FunctionConfig>,
+    /// The unpacked code.
+    pub task_dir: PathBuf,
+    pub invoked_arn: String,
+    pub reserved_concurrency: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    pub target: Target,
+    pub tenant: Option<TenantId>,
+    pub payload: Bytes,
+    pub client_context: Option<String>,
+    pub tail: bool,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InvokeResponse {
+    pub body: Bytes,
+    /// The function failed: `X-Amz-Function-Error: Unhandled`.
+    pub function_error: bool,
+    pub executed_version: Arc<str>,
+    pub log_tail: Option<Vec<u8>>,
+    pub cold_start: bool,
+    pub env_id: EnvId,
+}
+
+/// Failures of the platform, as opposed to failures of the function.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("{message}")]
+    TooManyRequests { reason: &'static str, message: String },
+    #[error("could not start an execution environment: {0}")]
+    Sandbox(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The code has no `bootstrap` to run (reported to the caller as a function error).
+    #[error("no bootstrap in the function's code")]
+    InvalidEntrypoint,
+}
+
+#[derive(Default)]
+struct FnCounters {
+    inflight: u32,
+    envs: u32,
+}
+
+#[derive(Default)]
+struct State {
+    /// Idle environments, by binding; most recently used last.
+    idle: HashMap<PoolKey, Vec<Env>>,
+    /// Every live environment.
+    all: HashMap<EnvId, Arc<EnvInfo>>,
+    inflight: u32,
+    per_function: HashMap<Arc<str>, FnCounters>,
+    /// The newest generation seen per (function, version): older environments are retired.
+    generation: HashMap<(Arc<str>, Arc<str>), u64>,
+    shutting_down: bool,
+}
+
+struct Inner {
+    cfg: ManagerConfig,
+    sandbox: Arc<dyn Sandbox>,
+    logs: Arc<LogStore>,
+    state: Mutex<State>,
+    /// Sandboxes still being torn down.
+    teardown: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+}
+
+/// The environment manager. Cheap to clone.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+/// Releases an admitted invocation's concurrency on drop.
+struct Admission {
+    inner: Arc<Inner>,
+    function: Arc<str>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut st = lock(&self.inner.state);
+        st.inflight = st.inflight.saturating_sub(1);
+        if let Some(c) = st.per_function.get_mut(&self.function) {
+            c.inflight = c.inflight.saturating_sub(1);
+        }
+    }
+}
+
+enum Finish {
+    Keep,
+    Destroy,
+}
+
+impl Manager {
+    pub fn new(cfg: ManagerConfig, sandbox: Arc<dyn Sandbox>, logs: Arc<LogStore>) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&cfg.run_dir)?;
+        let m = Self {
+            inner: Arc::new(Inner {
+                cfg,
+                sandbox,
+                logs,
+                state: Mutex::new(State::default()),
+                teardown: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+            }),
+        };
+        let weak = Arc::downgrade(&m.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                Manager { inner }.reap();
+            }
+        });
+        Ok(m)
+    }
+
+    pub fn sandbox_name(&self) -> &'static str {
+        self.inner.sandbox.name()
+    }
+
+    /// Run one invocation to completion.
+    pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, InvokeError> {
+        let span = tracing::info_span!(
+            "invoke",
+            function = %req.target.config.name,
+            version = %req.target.version,
+            tenant = req.tenant.as_ref().map(|t| t.as_str()).unwrap_or("-"),
+            request_id = %req.request_id,
+        );
+        self.invoke_inner(req).instrument(span).await
+    }
+
+    async fn invoke_inner(&self, req: InvokeRequest) -> Result<InvokeResponse, InvokeError> {
+        let key = PoolKey {
+            function_uid: req.target.function_uid.clone(),
+            version: req.target.version.clone(),
+            generation: req.target.generation,
+            tenant: req.tenant.clone(),
+        };
+        let _admission = self.admit(&req.target)?;
+        let (mut env, cold) = match self.acquire(&key, &req.target).await {
+            Err(InvokeError::InvalidEntrypoint) => {
+                return Ok(InvokeResponse {
+                    body: platform_error(
+                        "Runtime.InvalidEntrypoint",
+                        &format!(
+                            "RequestId: {} Error: Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]",
+                            req.request_id
+                        ),
+                    ),
+                    function_error: true,
+                    executed_version: key.version.clone(),
+                    log_tail: None,
+                    cold_start: true,
+                    env_id: EnvId::from_random(0),
+                });
+            }
+            other => other?,
+        };
+        let (response, finish) = self.run(&mut env, &key, &req, cold).await;
+        self.release(env, finish);
+        Ok(response)
+    }
+
+    fn admit(&self, target: &Target) -> Result<Admission, InvokeError> {
+        let mut st = lock(&self.inner.state);
+        if st.shutting_down {
+            return Err(InvokeError::ShuttingDown);
+        }
+        let reserved = target.reserved_concurrency;
+        let inflight = st.per_function.get(&target.function_uid).map(|c| c.inflight).unwrap_or(0);
+        if let Some(limit) = reserved {
+            if inflight >= limit {
+                return Err(InvokeError::TooManyRequests {
+                    reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
+                    message: "Rate Exceeded.".into(),
+                });
+            }
+        } else if st.inflight >= self.inner.cfg.account_concurrency {
+            return Err(InvokeError::TooManyRequests {
+                reason: "ConcurrentInvocationLimitExceeded",
+                message: "Rate Exceeded.".into(),
+            });
+        }
+        st.inflight += 1;
+        st.per_function.entry(target.function_uid.clone()).or_default().inflight += 1;
+        Ok(Admission { inner: self.inner.clone(), function: target.function_uid.clone() })
+    }
+
+    /// Take an idle environment bound to `key`, or start one.
+    async fn acquire(&self, key: &PoolKey, target: &Target) -> Result<(Env, bool), InvokeError> {
+        let mut doomed = Vec::new();
+        let found = {
+            let mut st = lock(&self.inner.state);
+            let newest = st.generation.entry((key.function_uid.clone(), key.version.clone())).or_insert(0);
+            if key.generation > *newest {
+                *newest = key.generation;
+            }
+            let mut found = None;
+            if let Some(pool) = st.idle.get_mut(key) {
+                while let Some(env) = pool.pop() {
+                    if env.is_dead() {
+                        doomed.push(env);
+                    } else {
+                        found = Some(env);
+                        break;
+                    }
+                }
+            }
+            if found.is_none() {
+                // A new environment: the tenant-environment cap applies.
+                if key.tenant.is_some() {
+                    let conc = target.reserved_concurrency.unwrap_or(self.inner.cfg.account_concurrency).max(1);
+                    let cap = (u64::from(limits::TENANT_ENVS_PER_1000) * u64::from(conc)).div_ceil(1000) as u32;
+                    let envs = st.per_function.get(&key.function_uid).map(|c| c.envs).unwrap_or(0);
+                    if envs >= cap {
+                        match take_lru_idle(&mut st, &key.function_uid) {
+                            Some(victim) => doomed.push(victim),
+                            None => {
+                                return Err(InvokeError::TooManyRequests {
+                                    reason: "ConcurrentInvocationLimitExceeded",
+                                    message: "Rate exceeded".into(),
+                                });
+                            }
+                        }
+                    }
+                }
+                st.per_function.entry(key.function_uid.clone()).or_default().envs += 1;
+            }
+            found
+        };
+        for env in doomed {
+            self.destroy(env);
+        }
+        if let Some(env) = found {
+            env.info.set_state(EnvState::Busy);
+            return Ok((env, false));
+        }
+        let spawned = if target.task_dir.join("bootstrap").is_file() {
+            self.spawn_env(key, target)
+        } else {
+            Err(InvokeError::InvalidEntrypoint)
+        };
+        match spawned {
+            Ok(env) => Ok((env, true)),
+            Err(e) => {
+                let mut st = lock(&self.inner.state);
+                if let Some(c) = st.per_function.get_mut(&key.function_uid) {
+                    c.envs = c.envs.saturating_sub(1);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn_env(&self, key: &PoolKey, target: &Target) -> Result<Env, InvokeError> {
+        let cfg = &target.config;
+        let id = EnvId::from_random(rand::random());
+        let now = now_ms();
+        let stream: Arc<str> = format!("{}/[{}]{}", stream_date(now), key.version, id).into();
+        let run_dir = self.inner.cfg.run_dir.join(id.to_string());
+        let fail = |e: std::io::Error| InvokeError::Sandbox(e.to_string());
+        std::fs::create_dir_all(&run_dir).map_err(fail)?;
+        let (rapi, events) = match RuntimeApi::serve(&run_dir.join(RAPI_SOCKET)) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return Err(InvokeError::Sandbox(e.to_string()));
+            }
+        };
+        let spec = SandboxSpec {
+            env_id: id,
+            task_dir: target.task_dir.clone(),
+            run_dir: run_dir.clone(),
+            env: runtime_env(cfg, &key.version, &stream, &self.inner.cfg.arns),
+            memory_mb: cfg.memory_mb,
+            tmp_mb: cfg.ephemeral_mb,
+            command: vec!["/var/task/bootstrap".to_string()],
+        };
+        let launched_at = Instant::now();
+        let launched = match self.inner.sandbox.launch(&spec) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return Err(InvokeError::Sandbox(e.to_string()));
+            }
+        };
+        let meta = StreamMeta {
+            log_group: cfg.logging.log_group.as_str().into(),
+            log_stream: stream.clone(),
+            function: cfg.name.as_str().into(),
+            version: key.version.clone(),
+            format: cfg.logging.log_format,
+            tenant: key.tenant.clone(),
+        };
+        let logs = LogCapture::new(meta, self.inner.logs.clone(), launched.output).map_err(fail)?;
+        tokio::spawn(logs.clone().run());
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let exited = launched.exited;
+        tokio::spawn(async move {
+            let exit =
+                exited.await.unwrap_or(Exit { status: ExitInfo::Unknown, oom_killed: false, memory_peak_bytes: None });
+            let _ = exit_tx.send(Some(exit));
+        });
+        let info = Arc::new(EnvInfo::new(id, key.clone(), cfg.name.as_str().into(), stream, now));
+        lock(&self.inner.state).all.insert(id, info.clone());
+        tracing::info!(env = %id, "environment started");
+        let env = Env {
+            info,
+            rapi,
+            events,
+            exit: exit_rx,
+            control: launched.control,
+            logs,
+            initialized: false,
+            launched_at,
+            last_used: launched_at,
+            run_dir,
+        };
+        env.logs.platform(init_start_line(cfg, &key.version, &self.inner.cfg.arns));
+        Ok(env)
+    }
+
+    /// The invocation state machine, on an environment this invocation owns.
+    async fn run(&self, env: &mut Env, key: &PoolKey, req: &InvokeRequest, cold: bool) -> (InvokeResponse, Finish) {
+        let cfg = &req.target.config;
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(u64::from(cfg.timeout_s));
+        let deadline_ms = now_ms() + u64::from(cfg.timeout_s) * 1000;
+        let request_id: Arc<str> = req.request_id.as_str().into();
+        env.info.invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        env.logs.begin(request_id.clone(), req.tail);
+        env.logs.platform(start_line(cfg.logging.log_format, &request_id, &key.version, key.tenant.as_ref()));
+
+        let inv = Invocation {
+            request_id: req.request_id.clone(),
+            payload: if req.payload.is_empty() { Bytes::from_static(b"{}") } else { req.payload.clone() },
+            deadline_ms,
+            invoked_arn: req.target.invoked_arn.clone(),
+            tenant: req.tenant.clone(),
+            client_context: req.client_context.clone(),
+            trace_id: trace_id(),
+        };
+        let mut init_duration = None;
+        let ended = match env.dispatch(key, inv) {
+            Err(e) => Ended::Platform(e.to_string()),
+            Ok(outcome_rx) => {
+                let init = if env.initialized {
+                    Ok(())
+                } else {
+                    let init_deadline = (env.launched_at + self.inner.cfg.init_timeout).min(deadline);
+                    let r = wait_init(env, init_deadline).await;
+                    if r.is_ok() {
+                        env.initialized = true;
+                        init_duration = Some(env.launched_at.elapsed());
+                    }
+                    r
+                };
+                match init {
+                    Err(e) => e,
+                    Ok(()) => wait_outcome(env, outcome_rx, deadline).await,
+                }
+            }
+        };
+        // Everything the runtime wrote before it answered is in the pipe now.
+        env.logs.drain_now(true);
+        let duration = started.elapsed();
+        let timeout_s = cfg.timeout_s;
+        let (body, function_error, finish, status) = match ended {
+            Ended::Outcome(Outcome::Response(b)) => (b, false, Finish::Keep, "success"),
+            Ended::Outcome(Outcome::Error { error_type, body }) => {
+                (error_body(&error_type, body), true, Finish::Keep, "error")
+            }
+            Ended::Outcome(Outcome::ResponseTooLarge) => (
+                platform_error(
+                    "Function.ResponseSizeTooLarge",
+                    &format!(
+                        "Response payload size exceeded maximum allowed payload size ({} bytes).",
+                        limits::RESPONSE_MAX_BYTES
+                    ),
+                ),
+                true,
+                Finish::Keep,
+                "error",
+            ),
+            Ended::InitError { error_type, body } => (error_body(&error_type, body), true, Finish::Destroy, "error"),
+            Ended::Timeout => {
+                env.logs.platform(format!(
+                    "{} {} Task timed out after {}.00 seconds",
+                    rfc3339_ms(now_ms()),
+                    request_id,
+                    timeout_s
+                ));
+                (
+                    platform_error(
+                        "Sandbox.Timedout",
+                        &format!("RequestId: {request_id} Error: Task timed out after {timeout_s}.00 seconds"),
+                    ),
+                    true,
+                    Finish::Destroy,
+                    "timeout",
+                )
+            }
+            Ended::Exited(exit) => (
+                platform_error(
+                    "Runtime.ExitError",
+                    &format!("RequestId: {request_id} Error: Runtime exited with error: {}", exit.status.describe()),
+                ),
+                true,
+                Finish::Destroy,
+                "error",
+            ),
+            Ended::Platform(msg) => (platform_error("Sandbox.Failure", &msg), true, Finish::Destroy, "failure"),
+        };
+        let peak = env
+            .control
+            .memory_peak_bytes()
+            .or_else(|| env.exit.borrow().as_ref().and_then(|e| e.memory_peak_bytes))
+            .unwrap_or(0);
+        let fmt = cfg.logging.log_format;
+        if fmt == LogFormat::Text {
+            env.logs.platform(format!("END RequestId: {request_id}"));
+        }
+        env.logs.platform(report_line(&Report {
+            format: fmt,
+            request_id: &request_id,
+            duration,
+            memory_mb: cfg.memory_mb,
+            max_used_mb: peak.div_ceil(1024 * 1024),
+            init: init_duration,
+            status,
+            tenant: key.tenant.as_ref(),
+        }));
+        let log_tail = env.logs.finish();
+        let response = InvokeResponse {
+            body,
+            function_error,
+            executed_version: key.version.clone(),
+            log_tail,
+            cold_start: cold,
+            env_id: env.info.id,
+        };
+        (response, finish)
+    }
+
+    fn release(&self, mut env: Env, finish: Finish) {
+        let now = Instant::now();
+        env.last_used = now;
+        env.info.last_used_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        let expired = self.inner.cfg.max_lifetime.is_some_and(|max| env.launched_at.elapsed() >= max);
+        let mut st = lock(&self.inner.state);
+        let stale = st
+            .generation
+            .get(&(env.info.key.function_uid.clone(), env.info.key.version.clone()))
+            .is_some_and(|g| *g > env.info.key.generation);
+        if matches!(finish, Finish::Destroy) || expired || stale || st.shutting_down || env.is_dead() {
+            drop(st);
+            self.destroy(env);
+            return;
+        }
+        env.info.set_state(EnvState::Idle);
+        st.idle.entry(env.info.key.clone()).or_default().push(env);
+    }
+
+    /// Kill an environment and forget it; its sandbox and run directory go in the background.
+    fn destroy(&self, env: Env) {
+        env.info.set_state(EnvState::Dead);
+        env.control.kill();
+        {
+            let mut st = lock(&self.inner.state);
+            st.all.remove(&env.info.id);
+            if let Some(c) = st.per_function.get_mut(&env.info.key.function_uid) {
+                c.envs = c.envs.saturating_sub(1);
+            }
+        }
+        tracing::info!(env = %env.info.id, "environment destroyed");
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let Env { mut exit, run_dir, rapi, .. } = env;
+            let _ = tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|e| e.is_some())).await;
+            drop(rapi);
+            let _ = tokio::fs::remove_dir_all(&run_dir).await;
+            drop(inner);
+        });
+    }
+
+    /// Destroy idle environments past their idle timeout or lifetime, and dead ones.
+    fn reap(&self) {
+        let idle_timeout = self.inner.cfg.idle_timeout;
+        let max_life = self.inner.cfg.max_lifetime;
+        let mut doomed = Vec::new();
+        {
+            let mut st = lock(&self.inner.state);
+            for pool in st.idle.values_mut() {
+                let mut i = 0;
+                while i < pool.len() {
+                    let e = &pool[i];
+                    let old = e.last_used.elapsed() >= idle_timeout
+                        || max_life.is_some_and(|m| e.launched_at.elapsed() >= m)
+                        || e.is_dead();
+                    if old {
+                        doomed.push(pool.remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            st.idle.retain(|_, p| !p.is_empty());
+        }
+        for env in doomed {
+            self.destroy(env);
+        }
+    }
+
+    /// Retire every environment of a function (deleted) or of one of its versions (changed):
+    /// idle ones now, busy ones when their invocation ends.
+    pub fn retire(&self, function_uid: &str, version: Option<&str>, new_generation: Option<u64>) {
+        let mut doomed = Vec::new();
+        {
+            let mut st = lock(&self.inner.state);
+            if let (Some(v), Some(g)) = (version, new_generation) {
+                let e = st.generation.entry((function_uid.into(), v.into())).or_insert(0);
+                *e = (*e).max(g);
+            } else {
+                let keys: Vec<_> = st
+                    .generation
+                    .keys()
+                    .filter(|(f, v)| &**f == function_uid && version.is_none_or(|x| x == &**v))
+                    .cloned()
+                    .collect();
+                for k in keys {
+                    st.generation.insert(k, u64::MAX);
+                }
+            }
+            let keys: Vec<PoolKey> = st
+                .idle
+                .keys()
+                .filter(|k| &*k.function_uid == function_uid && version.is_none_or(|v| v == &*k.version))
+                .cloned()
+                .collect();
+            for k in keys {
+                if let Some(pool) = st.idle.remove(&k) {
+                    doomed.extend(pool);
+                }
+            }
+        }
+        for env in doomed {
+            self.destroy(env);
+        }
+    }
+
+    /// Destroy every idle environment of one tenant (of one function, or of all); busy ones
+    /// are destroyed when their invocation ends. Returns how many environments that was.
+    pub fn offboard_tenant(&self, tenant: &TenantId, function_uid: Option<&str>) -> usize {
+        let mut doomed = Vec::new();
+        let busy;
+        {
+            let mut st = lock(&self.inner.state);
+            let keys: Vec<PoolKey> = st
+                .idle
+                .keys()
+                .filter(|k| k.tenant.as_ref() == Some(tenant) && function_uid.is_none_or(|f| f == &*k.function_uid))
+                .cloned()
+                .collect();
+            for k in keys {
+                if let Some(pool) = st.idle.remove(&k) {
+                    doomed.extend(pool);
+                }
+            }
+            busy = st
+                .all
+                .values()
+                .filter(|i| {
+                    i.key.tenant.as_ref() == Some(tenant) && function_uid.is_none_or(|f| f == &*i.key.function_uid)
+                })
+                .filter(|i| !doomed.iter().any(|d: &Env| d.info.id == i.id))
+                .map(|i| {
+                    let key = (i.key.function_uid.clone(), i.key.version.clone());
+                    (key, i.key.generation)
+                })
+                .collect::<Vec<_>>();
+            for (k, g) in &busy {
+                let e = st.generation.entry(k.clone()).or_insert(0);
+                *e = (*e).max(g + 1);
+            }
+        }
+        let n = doomed.len() + busy.len();
+        for env in doomed {
+            self.destroy(env);
+        }
+        n
+    }
+
+    /// Every live environment, optionally of one function.
+    pub fn environments(&self, function_uid: Option<&str>) -> Vec<EnvView> {
+        let st = lock(&self.inner.state);
+        let mut v: Vec<EnvView> = st
+            .all
+            .values()
+            .filter(|i| function_uid.is_none_or(|f| f == &*i.key.function_uid))
+            .map(|i| i.view())
+            .collect();
+        v.sort_by(|a, b| (&a.tenant, a.created_ms).cmp(&(&b.tenant, b.created_ms)));
+        v
+    }
+
+    /// Stop taking invocations and destroy every environment; waits (bounded) until their
+    /// sandboxes are gone.
+    pub async fn shutdown(&self) {
+        let doomed: Vec<Env> = {
+            let mut st = lock(&self.inner.state);
+            st.shutting_down = true;
+            st.idle.drain().flat_map(|(_, p)| p).collect()
+        };
+        for env in doomed {
+            self.destroy(env);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if lock(&self.inner.state).all.is_empty()
+                && std::fs::read_dir(&self.inner.cfg.run_dir).map(|d| d.count() == 0).unwrap_or(true)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.inner.teardown.lock().await.shutdown().await;
+    }
+}
+
+fn take_lru_idle(st: &mut State, function_uid: &Arc<str>) -> Option<Env> {
+    let key = st
+        .idle
+        .iter()
+        .filter(|(k, p)| &k.function_uid == function_uid && !p.is_empty())
+        .min_by_key(|(_, p)| p.first().map(|e| e.last_used))
+        .map(|(k, _)| k.clone())?;
+    let pool = st.idle.get_mut(&key)?;
+    let env = pool.remove(0);
+    if pool.is_empty() {
+        st.idle.remove(&key);
+    }
+    Some(env)
+}
+
+const UNKNOWN_EXIT: Exit = Exit { status: ExitInfo::Unknown, oom_killed: false, memory_peak_bytes: None };
+
+enum Ended {
+    Outcome(Outcome),
+    InitError { error_type: String, body: Bytes },
+    Timeout,
+    Exited(Exit),
+    Platform(String),
+}
+
+/// Wait until the runtime asks for its first event.
+async fn wait_init(env: &mut Env, deadline: Instant) -> Result<(), Ended> {
+    let mut exit = env.exit.clone();
+    tokio::select! {
+        ev = env.events.recv() => match ev {
+            Some(RuntimeEvent::Ready) => Ok(()),
+            Some(RuntimeEvent::InitError { error_type, body }) => {
+                Err(Ended::InitError { error_type, body })
+            }
+            None => Err(Ended::Platform("Runtime API stopped".into())),
+        },
+        r = exit.wait_for(|e| e.is_some()) => {
+            let e = r.ok().and_then(|e| *e);
+            Err(Ended::Exited(e.unwrap_or(UNKNOWN_EXIT)))
+        }
+        _ = tokio::time::sleep_until(deadline.into()) => Err(Ended::Timeout),
+    }
+}
+
+async fn wait_outcome(env: &mut Env, rx: tokio::sync::oneshot::Receiver<Outcome>, deadline: Instant) -> Ended {
+    let mut exit = env.exit.clone();
+    tokio::select! {
+        biased;
+        r = rx => match r {
+            Ok(o) => Ended::Outcome(o),
+            Err(_) => Ended::Platform("the runtime abandoned the invocation".into()),
+        },
+        r = exit.wait_for(|e| e.is_some()) => {
+            let e = r.ok().and_then(|e| *e);
+            Ended::Exited(e.unwrap_or(UNKNOWN_EXIT))
+        }
+        _ = tokio::time::sleep_until(deadline.into()) => Ended::Timeout,
+    }
+}
+
+/// The error body returned to the caller: the runtime's JSON object, or one built around what
+/// it sent.
+fn error_body(error_type: &str, body: Bytes) -> Bytes {
+    if let Ok(serde_json::Value::Object(_)) = serde_json::from_slice::<serde_json::Value>(&body) {
+        return body;
+    }
+    let msg = String::from_utf8_lossy(&body).into_owned();
+    Bytes::from(serde_json::json!({ "errorMessage": msg, "errorType": error_type }).to_string())
+}
+
+fn platform_error(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+}
+
+fn trace_id() -> String {
+    let r: u128 = rand::random();
+    let secs = now_ms() / 1000;
+    format!("Root=1-{:08x}-{:024x};Parent={:016x};Sampled=0", secs, r >> 32, r as u64)
+}
+
+/// The runtime's environment variables (reference §4.1).
+fn runtime_env(cfg: &FunctionConfig, version: &str, stream: &str, arns: &Arns) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = cfg.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut set = |k: &str, v: &str| env.push((k.to_owned(), v.to_owned()));
+    set("AWS_LAMBDA_FUNCTION_NAME", &cfg.name);
+    set("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", &cfg.memory_mb.to_string());
+    set("AWS_LAMBDA_FUNCTION_VERSION", version);
+    set("AWS_LAMBDA_LOG_GROUP_NAME", &cfg.logging.log_group);
+    set("AWS_LAMBDA_LOG_STREAM_NAME", stream);
+    set("AWS_LAMBDA_RUNTIME_API", RUNTIME_API_ADDR);
+    set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand");
+    set("AWS_REGION", &arns.region);
+    set("AWS_DEFAULT_REGION", &arns.region);
+    set("LAMBDA_TASK_ROOT", "/var/task");
+    set("LAMBDA_RUNTIME_DIR", "/var/runtime");
+    set("_HANDLER", &cfg.handler);
+    set("LANG", "en_US.UTF-8");
+    set("TZ", ":UTC");
+    set("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin");
+    set(
+        "LD_LIBRARY_PATH",
+        "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
+    );
+    set("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR");
+    if cfg.logging.log_format == LogFormat::Json {
+        set("AWS_LAMBDA_LOG_FORMAT", "JSON");
+        if let Some(level) = &cfg.logging.application_log_level {
+            set("AWS_LAMBDA_LOG_LEVEL", level);
+        }
+    }
+    env
+}
+
+fn init_start_line(cfg: &FunctionConfig, version: &str, arns: &Arns) -> String {
+    let rt = cfg.runtime.as_str();
+    let runtime_version = format!("{}.quarters{}", rt.replace('.', ":"), env!("CARGO_PKG_VERSION"));
+    let arn = arns.runtime_version(&format!("quarters-{}", env!("CARGO_PKG_VERSION")));
+    match cfg.logging.log_format {
+        LogFormat::Text => {
+            format!("INIT_START Runtime Version: {runtime_version}\tRuntime Version ARN: {arn}")
+        }
+        LogFormat::Json => serde_json::json!({
+            "time": rfc3339_ms(now_ms()),
+            "type": "platform.initStart",
+            "record": {
+                "initializationType": "on-demand",
+                "phase": "init",
+                "runtimeVersion": runtime_version,
+                "runtimeVersionArn": arn,
+                "functionName": cfg.name,
+                "functionVersion": version,
+            }
+        })
+        .to_string(),
+    }
+}
+
+fn start_line(format: LogFormat, request_id: &str, version: &str, tenant: Option<&TenantId>) -> String {
+    match format {
+        LogFormat::Text => format!("START RequestId: {request_id} Version: {version}"),
+        LogFormat::Json => {
+            let mut record = serde_json::json!({ "requestId": request_id, "version": version });
+            if let Some(t) = tenant {
+                record["tenantId"] = t.as_str().into();
+            }
+            serde_json::json!({ "time": rfc3339_ms(now_ms()), "type": "platform.start", "record": record }).to_string()
+        }
+    }
+}
+
+struct Report<'a> {
+    format: LogFormat,
+    request_id: &'a str,
+    duration: Duration,
+    memory_mb: u32,
+    max_used_mb: u64,
+    init: Option<Duration>,
+    status: &'a str,
+    tenant: Option<&'a TenantId>,
+}
+
+fn report_line(r: &Report<'_>) -> String {
+    let ms = r.duration.as_secs_f64() * 1000.0;
+    let billed = ms.ceil().max(1.0) as u64;
+    match r.format {
+        LogFormat::Text => {
+            let mut s = format!(
+                "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB\t",
+                r.request_id, ms, billed, r.memory_mb, r.max_used_mb
+            );
+            if let Some(init) = r.init {
+                s.push_str(&format!("Init Duration: {:.2} ms\t", init.as_secs_f64() * 1000.0));
+            }
+            if r.status != "success" && r.status != "error" {
+                s.push_str(&format!("Status: {}\t", r.status));
+            }
+            s
+        }
+        LogFormat::Json => {
+            let mut metrics = serde_json::json!({
+                "durationMs": (ms * 1000.0).round() / 1000.0,
+                "billedDurationMs": billed,
+                "memorySizeMB": r.memory_mb,
+                "maxMemoryUsedMB": r.max_used_mb,
+            });
+            if let Some(init) = r.init {
+                metrics["initDurationMs"] = ((init.as_secs_f64() * 1_000_000.0).round() / 1000.0).into();
+            }
+            let mut record = serde_json::json!({ "requestId": r.request_id, "status": r.status, "metrics": metrics });
+            if let Some(t) = r.tenant {
+                record["tenantId"] = t.as_str().into();
+            }
+            serde_json::json!({ "time": rfc3339_ms(now_ms()), "type": "platform.report", "record": record }).to_string()
+        }
+    }
+}

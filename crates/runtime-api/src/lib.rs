@@ -1,0 +1,282 @@
+//! The host side of the Lambda Runtime API, one server per execution environment.
+//!
+//! Each environment has its own Unix socket (relayed from `127.0.0.1:9001` inside its sandbox
+//! by the sandbox init), so a request's origin is known from the socket it arrived on; nothing
+//! in the request can make it reach another environment's invocations.
+//!
+//! The environment manager hands an [`Invocation`] to [`RuntimeApi::dispatch`]; the runtime
+//! fetches it with `GET /2018-06-01/runtime/invocation/next` and completes it with `/response`
+//! or `/error`, which resolves the [`Outcome`] the manager awaits.
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use quarters_types::TenantId;
+use quarters_types::limits::RESPONSE_MAX_BYTES;
+use tokio::net::UnixListener;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// One invocation, as the runtime will receive it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub payload: Bytes,
+    pub deadline_ms: u64,
+    pub invoked_arn: String,
+    pub tenant: Option<TenantId>,
+    /// Decoded client-context JSON, if the caller sent one.
+    pub client_context: Option<String>,
+    pub trace_id: String,
+}
+
+/// How the runtime finished an invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Response(Bytes),
+    /// The runtime posted `/error`: the error type header and the JSON body to return.
+    Error {
+        error_type: String,
+        body: Bytes,
+    },
+    /// The runtime's response was larger than Lambda allows.
+    ResponseTooLarge,
+}
+
+/// What the runtime tells the platform outside of an invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// The runtime asked for its first event: init is done.
+    Ready,
+    /// The runtime posted `/runtime/init/error`.
+    InitError { error_type: String, body: Bytes },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeApiError {
+    #[error("cannot bind the Runtime API socket {path}: {source}")]
+    Bind { path: String, source: std::io::Error },
+    #[error("an invocation is already pending on this environment")]
+    Busy,
+}
+
+struct Shared {
+    /// The invocation waiting to be fetched with `/next`.
+    pending: Mutex<Option<(Invocation, oneshot::Sender<Outcome>)>>,
+    notify: Notify,
+    inflight: Mutex<InFlight>,
+    events: mpsc::UnboundedSender<RuntimeEvent>,
+    ready_sent: AtomicBool,
+}
+
+#[derive(Default)]
+struct InFlight {
+    current: Option<(String, oneshot::Sender<Outcome>)>,
+    /// The last request id completed, to tell a repeated post (403) from an unknown id (400).
+    last_done: Option<String>,
+}
+
+/// The Runtime API of one environment. Dropping it stops the server.
+pub struct RuntimeApi {
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl RuntimeApi {
+    /// Serve the Runtime API on a new Unix socket at `path`.
+    pub fn serve(path: &Path) -> Result<(Self, mpsc::UnboundedReceiver<RuntimeEvent>), RuntimeApiError> {
+        let listener = UnixListener::bind(path)
+            .map_err(|source| RuntimeApiError::Bind { path: path.display().to_string(), source })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(None),
+            notify: Notify::new(),
+            inflight: Mutex::new(InFlight::default()),
+            events: tx,
+            ready_sent: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let s = s.clone();
+                        async move { Ok::<_, Infallible>(handle(&s, req).await) }
+                    });
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        Ok((Self { shared, server }, rx))
+    }
+
+    /// Queue an invocation for the runtime's next `/next`. The receiver resolves when the
+    /// runtime posts its response or error; it is dropped if the runtime never does.
+    pub fn dispatch(&self, inv: Invocation) -> Result<oneshot::Receiver<Outcome>, RuntimeApiError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&self.shared.pending);
+            if pending.is_some() {
+                return Err(RuntimeApiError::Busy);
+            }
+            *pending = Some((inv, tx));
+        }
+        self.shared.notify.notify_one();
+        Ok(rx)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+const INIT_ERROR: &str = "/2018-06-01/runtime/init/error";
+const INVOCATION_PREFIX: &str = "/2018-06-01/runtime/invocation/";
+
+async fn handle(s: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, NEXT) => next(s).await,
+        (Method::POST, INIT_ERROR) => {
+            let error_type = error_type_header(&req);
+            let body = read_body(req).await.unwrap_or_default();
+            let _ = s.events.send(RuntimeEvent::InitError { error_type, body });
+            accepted()
+        }
+        (Method::POST, p) if p.starts_with(INVOCATION_PREFIX) => {
+            let rest = &p[INVOCATION_PREFIX.len()..];
+            match rest.rsplit_once('/') {
+                Some((id, "response")) => {
+                    let id = id.to_owned();
+                    match read_body(req).await {
+                        Some(body) => complete(s, &id, Outcome::Response(body)),
+                        None => {
+                            complete(s, &id, Outcome::ResponseTooLarge);
+                            error(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "RequestEntityTooLarge",
+                                &format!("Exceeded maximum allowed payload size ({RESPONSE_MAX_BYTES} bytes)."),
+                            )
+                        }
+                    }
+                }
+                Some((id, "error")) => {
+                    let id = id.to_owned();
+                    let error_type = error_type_header(&req);
+                    let body = read_body(req).await.unwrap_or_default();
+                    complete(s, &id, Outcome::Error { error_type, body })
+                }
+                _ => not_found(),
+            }
+        }
+        _ => not_found(),
+    }
+}
+
+async fn next(s: &Shared) -> Response<Full<Bytes>> {
+    if !s.ready_sent.swap(true, Ordering::SeqCst) {
+        let _ = s.events.send(RuntimeEvent::Ready);
+    }
+    let (inv, responder) = loop {
+        let notified = s.notify.notified();
+        if let Some(p) = lock(&s.pending).take() {
+            break p;
+        }
+        notified.await;
+    };
+    lock(&s.inflight).current = Some((inv.request_id.clone(), responder));
+    let mut resp = Response::new(Full::new(inv.payload));
+    let h = resp.headers_mut();
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    put("lambda-runtime-aws-request-id", &inv.request_id);
+    put("lambda-runtime-deadline-ms", &inv.deadline_ms.to_string());
+    put("lambda-runtime-invoked-function-arn", &inv.invoked_arn);
+    put("lambda-runtime-trace-id", &inv.trace_id);
+    put("content-type", "application/json");
+    if let Some(cc) = &inv.client_context {
+        put("lambda-runtime-client-context", cc);
+    }
+    if let Some(t) = &inv.tenant {
+        put("lambda-runtime-aws-tenant-id", t.as_str());
+    }
+    resp
+}
+
+fn complete(s: &Shared, id: &str, outcome: Outcome) -> Response<Full<Bytes>> {
+    let mut f = lock(&s.inflight);
+    match f.current.take() {
+        Some((cur, responder)) if cur == id => {
+            f.last_done = Some(cur);
+            let _ = responder.send(outcome);
+            accepted()
+        }
+        other => {
+            f.current = other;
+            if f.last_done.as_deref() == Some(id) {
+                error(
+                    StatusCode::FORBIDDEN,
+                    "InvalidStateTransition",
+                    "State transition from Ready to InvocationResponse failed for runtime. Error: State transition is not allowed",
+                )
+            } else {
+                error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")
+            }
+        }
+    }
+}
+
+fn error_type_header(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("Unhandled")
+        .to_owned()
+}
+
+/// The body, or `None` if it is larger than a response may be.
+async fn read_body(req: Request<Incoming>) -> Option<Bytes> {
+    Limited::new(req.into_body(), RESPONSE_MAX_BYTES).collect().await.ok().map(|c| c.to_bytes())
+}
+
+fn accepted() -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(b"{\"status\":\"OK\"}")));
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    error(StatusCode::NOT_FOUND, "NotFound", "The requested Runtime API path is not supported")
+}
+
+fn error(status: StatusCode, error_type: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "errorMessage": message, "errorType": error_type }).to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}

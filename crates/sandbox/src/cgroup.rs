@@ -1,0 +1,242 @@
+//! Per-environment cgroups, on cgroup v1 (and hybrid hosts) and on pure cgroup v2.
+//!
+//! Every environment gets one cgroup per controller, named by its [`EnvId`] under a parent
+//! named for this server instance (`quarters-<instance>`), never by anything a tenant chose.
+//! The sandbox enters its cgroups between fork and exec (see [`EnvCgroup::attach_fds`]), so
+//! everything it ever starts is accounted and limited.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quarters_types::EnvId;
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// Which cgroup layout the host has, and where this instance's parents are.
+#[derive(Debug, Clone)]
+pub enum CgroupLayout {
+    /// v1 controllers (possibly beside a controller-less v2 mount).
+    V1 { memory: Option<PathBuf>, pids: Option<PathBuf> },
+    /// Pure v2 with the memory and pids controllers available.
+    V2 { parent: PathBuf },
+    /// No usable cgroups (not root, or nothing mounted): run without limits or accounting.
+    None,
+}
+
+/// Limits for one environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub pids: u32,
+}
+
+impl CgroupLayout {
+    /// Find the layout and make this instance's parent cgroups. `instance` must be a safe name.
+    pub fn detect(instance: &str) -> Self {
+        match Self::try_detect(instance) {
+            Ok(layout) => layout,
+            Err(e) => {
+                tracing::warn!(error = %e, "cgroups unavailable: environments run without memory limits or accounting");
+                Self::None
+            }
+        }
+    }
+
+    fn try_detect(instance: &str) -> io::Result<Self> {
+        let leaf = format!("quarters-{instance}");
+        let own = fs::read_to_string("/proc/self/cgroup")?;
+        let v2_controllers = fs::read_to_string(Path::new(ROOT).join("cgroup.controllers")).unwrap_or_default();
+        if v2_controllers.split_whitespace().any(|c| c == "memory") {
+            // Pure v2: controllers must be enabled top-down, and a cgroup with controllers
+            // enabled for its children may hold no processes, so use a sibling of the root.
+            let parent = Path::new(ROOT).join(&leaf);
+            enable_controllers(Path::new(ROOT))?;
+            fs::create_dir_all(&parent)?;
+            enable_controllers(&parent)?;
+            return Ok(Self::V2 { parent });
+        }
+        let mut memory = None;
+        let mut pids = None;
+        for line in own.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+            for c in controllers.split(',') {
+                let slot = match c {
+                    "memory" => &mut memory,
+                    "pids" => &mut pids,
+                    _ => continue,
+                };
+                let dir = Path::new(ROOT).join(c).join(path.trim_start_matches('/')).join(&leaf);
+                match fs::create_dir_all(&dir) {
+                    Ok(()) => *slot = Some(dir),
+                    Err(e) => {
+                        tracing::warn!(controller = c, error = %e, "cannot create cgroup parent")
+                    }
+                }
+            }
+        }
+        if memory.is_none() && pids.is_none() {
+            return Err(io::Error::other("no v1 memory or pids controller is writable"));
+        }
+        Ok(Self::V1 { memory, pids })
+    }
+
+    fn parents(&self) -> Vec<PathBuf> {
+        match self {
+            Self::V1 { memory, pids } => memory.iter().chain(pids.iter()).cloned().collect(),
+            Self::V2 { parent } => vec![parent.clone()],
+            Self::None => Vec::new(),
+        }
+    }
+
+    /// Kill every process left in this instance's cgroups (by a crash or `kill -9` of an
+    /// earlier server) and remove the cgroups. Returns how many cgroups were removed.
+    pub fn remove_leftovers(&self) -> usize {
+        let mut removed = 0;
+        for parent in self.parents() {
+            let Ok(entries) = fs::read_dir(&parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if !path.is_dir() || EnvId::parse_hex(&entry.file_name().to_string_lossy()).is_none() {
+                    continue;
+                }
+                kill_all(&path);
+                if remove_dir_retrying(&path) {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Make the cgroups of one environment and set its limits.
+    pub fn create(&self, env: EnvId, limits: Limits) -> io::Result<Option<EnvCgroup>> {
+        let name = env.to_string();
+        let mut cg = EnvCgroup { dirs: Vec::new(), procs: Vec::new(), memory: None, v2: false };
+        match self {
+            Self::None => return Ok(None),
+            Self::V1 { memory, pids } => {
+                if let Some(parent) = memory {
+                    let dir = cg.make(parent.join(&name))?;
+                    write(&dir.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+                    // Keep the kernel from swapping a tenant's memory out behind our back.
+                    let _ = write(&dir.join("memory.swappiness"), "0");
+                    cg.memory = Some(dir);
+                }
+                if let Some(parent) = pids {
+                    let dir = cg.make(parent.join(&name))?;
+                    write(&dir.join("pids.max"), &limits.pids.to_string())?;
+                }
+            }
+            Self::V2 { parent } => {
+                let dir = cg.make(parent.join(&name))?;
+                write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
+                let _ = write(&dir.join("memory.swap.max"), "0");
+                write(&dir.join("pids.max"), &limits.pids.to_string())?;
+                cg.memory = Some(dir);
+                cg.v2 = true;
+            }
+        }
+        Ok(Some(cg))
+    }
+}
+
+fn enable_controllers(dir: &Path) -> io::Result<()> {
+    let available = fs::read_to_string(dir.join("cgroup.controllers"))?;
+    let wanted: Vec<String> = ["memory", "pids", "cpu"]
+        .iter()
+        .filter(|c| available.split_whitespace().any(|a| a == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    write(&dir.join("cgroup.subtree_control"), &wanted.join(" "))
+}
+
+fn write(path: &Path, value: &str) -> io::Result<()> {
+    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(value.as_bytes())
+}
+
+/// SIGKILL every process in a cgroup until it is empty (bounded).
+fn kill_all(dir: &Path) {
+    let kill_file = dir.join("cgroup.kill");
+    if kill_file.exists() {
+        let _ = write(&kill_file, "1");
+    }
+    for _ in 0..50 {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: kill(2) has no memory effects; a stale pid at worst gets ESRCH.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn remove_dir_retrying(dir: &Path) -> bool {
+    for _ in 0..100 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    tracing::warn!(path = %dir.display(), "cgroup still busy; left in place");
+    false
+}
+
+/// The cgroups of one environment.
+#[derive(Debug)]
+pub struct EnvCgroup {
+    dirs: Vec<PathBuf>,
+    /// `cgroup.procs` of each dir, opened for writing before the fork.
+    procs: Vec<OwnedFd>,
+    memory: Option<PathBuf>,
+    v2: bool,
+}
+
+impl EnvCgroup {
+    fn make(&mut self, dir: PathBuf) -> io::Result<PathBuf> {
+        fs::create_dir(&dir)?;
+        self.dirs.push(dir.clone());
+        let procs = fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;
+        self.procs.push(procs.into());
+        Ok(dir)
+    }
+
+    /// The fds a child writes `0` to between fork and exec, to enter the cgroups.
+    pub fn attach_fds(&self) -> Vec<RawFd> {
+        self.procs.iter().map(|f| f.as_raw_fd()).collect()
+    }
+
+    pub fn memory_peak_bytes(&self) -> Option<u64> {
+        let dir = self.memory.as_ref()?;
+        let file = if self.v2 { "memory.peak" } else { "memory.max_usage_in_bytes" };
+        fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+    }
+
+    pub fn oom_killed(&self) -> bool {
+        let Some(dir) = self.memory.as_ref() else {
+            return false;
+        };
+        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let text = fs::read_to_string(dir.join(file)).unwrap_or_default();
+        text.lines().filter_map(|l| l.strip_prefix("oom_kill ")).any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+    }
+
+    /// Kill whatever is left and remove the cgroups. Blocking; call off the async workers.
+    pub fn destroy(&self) {
+        for dir in &self.dirs {
+            kill_all(dir);
+            remove_dir_retrying(dir);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `quarters sandbox-init`: the first process of every sandbox (after bwrap's own pid 1).
+//!
+//! It runs inside the sandbox's namespaces, with no capabilities, and does three things:
+//! 1. listens on [`RUNTIME_API_ADDR`] inside the sandbox's private network namespace and relays
+//!    each connection, byte for byte, to the environment's private Runtime API socket (the only
+//!    way out of the sandbox, and it leads only to this environment's own Runtime API);
+//! 2. starts the function's runtime;
+//! 3. when the runtime ends, records how in the run directory, so the platform can tell
+//!    `exit status 1` from `signal: killed`, and exits.
+//!
+//! It is started by exec, runs no async runtime, and uses a thread per relayed connection
+//! direction; a runtime keeps one or two connections open for its whole life.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::{EXIT_FILE, RAPI_SOCKET, RUNTIME_API_ADDR, SANDBOX_RUN_DIR};
+
+/// Entry point. `command` is the runtime's command line. Never returns.
+pub fn main(command: &[String]) -> ! {
+    close_inherited_fds();
+    let Some((program, args)) = command.split_first() else {
+        fail("sandbox-init: no command given");
+    };
+    let listener = match TcpListener::bind(RUNTIME_API_ADDR) {
+        Ok(l) => l,
+        Err(e) => fail(&format!("sandbox-init: cannot listen on {RUNTIME_API_ADDR}: {e}")),
+    };
+    let run_dir = Path::new(SANDBOX_RUN_DIR);
+    let upstream = run_dir.join(RAPI_SOCKET);
+    let spawned = std::thread::Builder::new()
+        .name("rapi-accept".into())
+        .stack_size(64 * 1024)
+        .spawn(move || accept_loop(listener, &upstream));
+    if let Err(e) = spawned {
+        fail(&format!("sandbox-init: cannot start relay: {e}"));
+    }
+    let status = match Command::new(program).args(args).status() {
+        Ok(s) => s,
+        Err(e) => {
+            record(run_dir, "code 127");
+            fail(&format!("sandbox-init: cannot start {program}: {e}"));
+        }
+    };
+    let (line, code) = match (status.code(), status.signal()) {
+        (Some(c), _) => (format!("code {c}"), c),
+        (None, Some(s)) => (format!("signal {s}"), 128 + s),
+        _ => ("code 1".to_string(), 1),
+    };
+    record(run_dir, &line);
+    std::process::exit(code);
+}
+
+fn record(run_dir: &Path, line: &str) {
+    let _ = std::fs::write(run_dir.join(EXIT_FILE), line);
+}
+
+fn fail(msg: &str) -> ! {
+    let _ = writeln!(io::stderr(), "{msg}");
+    std::process::exit(126);
+}
+
+/// Close every fd above stderr, so nothing the launcher held leaks into the runtime.
+fn close_inherited_fds() {
+    // SAFETY: close_range only closes descriptors; no Rust object owns fds above 2 yet.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+}
+
+fn accept_loop(listener: TcpListener, upstream: &Path) {
+    for conn in listener.incoming() {
+        let Ok(tcp) = conn else { continue };
+        let _ = tcp.set_nodelay(true);
+        let unix = match UnixStream::connect(upstream) {
+            Ok(u) => u,
+            Err(_) => continue, // the platform is gone; dropping the connection tells the runtime
+        };
+        let _ =
+            std::thread::Builder::new().name("rapi-relay".into()).stack_size(64 * 1024).spawn(move || relay(tcp, unix));
+    }
+}
+
+fn relay(tcp: TcpStream, unix: UnixStream) {
+    let (Ok(tcp2), Ok(unix2)) = (tcp.try_clone(), unix.try_clone()) else {
+        return;
+    };
+    let back = std::thread::Builder::new()
+        .name("rapi-relay-back".into())
+        .stack_size(64 * 1024)
+        .spawn(move || pump(unix2, tcp2, |t| t.shutdown(Shutdown::Write)));
+    pump(tcp, unix, |u| u.shutdown(Shutdown::Write));
+    if let Ok(h) = back {
+        let _ = h.join();
+    }
+}
+
+fn pump<R: Read, W: Write>(mut from: R, mut to: W, close: impl FnOnce(&W) -> io::Result<()>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = close(&to);
+}

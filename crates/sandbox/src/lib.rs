@@ -1,0 +1,174 @@
+//! Execution-environment sandboxes.
+//!
+//! A [`Sandbox`] turns a [`SandboxSpec`] into a running, isolated process tree. The environment
+//! manager only sees this trait, so its logic is testable without root, and a stronger backend
+//! (a microVM) can be added later.
+//!
+//! The real backend, [`BwrapSandbox`], spawns by fork+exec only: `bwrap` from Debian's
+//! bubblewrap makes the namespaces and mounts, then execs this very binary in its
+//! single-threaded `sandbox-init` mode ([`init`]), which serves the Runtime API port inside the
+//! sandbox's own network namespace, relays it to the environment's private Unix socket, and
+//! supervises the function's runtime.
+
+mod bwrap;
+pub mod cgroup;
+pub mod init;
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+pub use bwrap::{BwrapConfig, BwrapSandbox};
+use quarters_types::EnvId;
+use tokio::sync::{mpsc, oneshot};
+
+/// Where, inside every sandbox, the environment's private directory is mounted. It holds the
+/// Runtime API socket and the runtime's exit record.
+pub const SANDBOX_RUN_DIR: &str = "/run/quarters";
+/// The name of the Runtime API socket in the environment's run directory.
+pub const RAPI_SOCKET: &str = "rapi.sock";
+/// The name of the file where the init records how the runtime ended.
+pub const EXIT_FILE: &str = "exit";
+/// The address the Runtime API answers on inside the sandbox.
+pub const RUNTIME_API_ADDR: &str = "127.0.0.1:9001";
+
+/// What to run, and with which limits.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub env_id: EnvId,
+    /// Unpacked function code; mounted read-only at `/var/task`.
+    pub task_dir: PathBuf,
+    /// The environment's private host directory, mounted at [`SANDBOX_RUN_DIR`].
+    pub run_dir: PathBuf,
+    /// The runtime's environment variables (the sandbox starts from an empty environment).
+    pub env: Vec<(String, String)>,
+    pub memory_mb: u32,
+    pub tmp_mb: u32,
+    /// The runtime's command line, as seen inside the sandbox.
+    pub command: Vec<String>,
+}
+
+/// How a sandbox's runtime ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitInfo {
+    Code(i32),
+    Signal(i32),
+    /// It ended and nothing says how.
+    Unknown,
+}
+
+impl ExitInfo {
+    /// Go-style wording, as Lambda's `Runtime.ExitError` uses: `exit status 1`, `signal: killed`.
+    pub fn describe(self) -> String {
+        match self {
+            Self::Code(c) => format!("exit status {c}"),
+            Self::Signal(s) => format!("signal: {}", signal_name(s)),
+            Self::Unknown => "exit status unknown".to_string(),
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGKILL => "killed".into(),
+        libc::SIGABRT => "aborted".into(),
+        libc::SIGSEGV => "segmentation fault".into(),
+        libc::SIGTERM => "terminated".into(),
+        libc::SIGBUS => "bus error".into(),
+        libc::SIGILL => "illegal instruction".into(),
+        libc::SIGFPE => "floating point exception".into(),
+        libc::SIGINT => "interrupt".into(),
+        libc::SIGPIPE => "broken pipe".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+/// The end of a sandbox, with the accounting taken just before its cgroups were removed.
+#[derive(Debug, Clone, Copy)]
+pub struct Exit {
+    pub status: ExitInfo,
+    pub oom_killed: bool,
+    pub memory_peak_bytes: Option<u64>,
+}
+
+/// A started sandbox.
+pub struct Launched {
+    /// Read end of the pipe that carries the runtime's stdout and stderr; non-blocking.
+    pub output: OwnedFd,
+    /// Resolves once the whole sandbox is gone.
+    pub exited: oneshot::Receiver<Exit>,
+    pub control: SandboxControl,
+}
+
+/// A handle to kill a sandbox and read its accounting.
+#[derive(Clone)]
+pub struct SandboxControl {
+    kill: mpsc::Sender<()>,
+    cgroup: Option<std::sync::Arc<cgroup::EnvCgroup>>,
+}
+
+impl SandboxControl {
+    pub fn new(kill: mpsc::Sender<()>, cgroup: Option<std::sync::Arc<cgroup::EnvCgroup>>) -> Self {
+        Self { kill, cgroup }
+    }
+
+    /// Ask for the sandbox to be killed; `exited` resolves when it is gone.
+    pub fn kill(&self) {
+        let _ = self.kill.try_send(());
+    }
+
+    /// Peak memory of the sandbox's process tree, where the host can measure it.
+    pub fn memory_peak_bytes(&self) -> Option<u64> {
+        self.cgroup.as_ref().and_then(|c| c.memory_peak_bytes())
+    }
+
+    /// Whether the kernel's OOM killer has acted inside this sandbox.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(|c| c.oom_killed())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("bubblewrap (bwrap) was not found; install Debian's bubblewrap package")]
+    NoBwrap,
+    #[error("failed to prepare the sandbox: {0}")]
+    Prepare(std::io::Error),
+    #[error("failed to start the sandbox: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// A backend that starts isolated execution environments.
+pub trait Sandbox: Send + Sync + 'static {
+    /// Start the sandbox. Must be called from within a tokio runtime.
+    fn launch(&self, spec: &SandboxSpec) -> Result<Launched, SandboxError>;
+
+    /// A short name for logs and `quarters envs` (e.g. `bwrap`).
+    fn name(&self) -> &'static str;
+}
+
+/// Create a pipe; the read end is non-blocking, both ends close on exec.
+pub fn output_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    set_nonblocking(&r)?;
+    Ok((r, w))
+}
+
+pub fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on an fd we own; F_GETFL/F_SETFL have no memory effects.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

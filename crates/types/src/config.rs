@@ -1,0 +1,327 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ValidationError;
+use crate::limits;
+
+/// The runtimes Quarters runs. Anything else is refused with AWS's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Runtime {
+    #[serde(rename = "provided.al2023")]
+    ProvidedAl2023,
+    #[serde(rename = "provided.al2")]
+    ProvidedAl2,
+}
+
+impl Runtime {
+    pub const ALL: &'static [Runtime] = &[Runtime::ProvidedAl2023, Runtime::ProvidedAl2];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProvidedAl2023 => "provided.al2023",
+            Self::ProvidedAl2 => "provided.al2",
+        }
+    }
+
+    /// Identifiers AWS Lambda knows but Quarters does not run (yet).
+    const KNOWN_ELSEWHERE: &'static [&'static str] = &[
+        "nodejs18.x",
+        "nodejs20.x",
+        "nodejs22.x",
+        "nodejs24.x",
+        "python3.9",
+        "python3.10",
+        "python3.11",
+        "python3.12",
+        "python3.13",
+        "python3.14",
+        "java8.al2",
+        "java11",
+        "java17",
+        "java21",
+        "java25",
+        "dotnet8",
+        "dotnet10",
+        "ruby3.2",
+        "ruby3.3",
+        "ruby3.4",
+        "provided",
+    ];
+
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        if let Some(r) = Self::ALL.iter().find(|r| r.as_str() == value) {
+            return Ok(*r);
+        }
+        if Self::KNOWN_ELSEWHERE.contains(&value) {
+            return Err(ValidationError::invalid(format!(
+                "The runtime parameter of {value} is not supported by this Quarters server. Supported runtimes: {}.",
+                Self::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let mut all: Vec<&str> = Self::KNOWN_ELSEWHERE.to_vec();
+        all.extend(Self::ALL.iter().map(|r| r.as_str()));
+        Err(ValidationError::constraint(
+            value,
+            "runtime",
+            &format!("Member must satisfy enum value set: [{}]", all.join(", ")),
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    #[serde(rename = "JSON")]
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggingConfig {
+    pub log_format: LogFormat,
+    pub application_log_level: Option<String>,
+    pub system_log_level: Option<String>,
+    pub log_group: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TenantIsolationMode {
+    #[serde(rename = "PER_TENANT")]
+    PerTenant,
+}
+
+/// Everything that defines how one version of a function runs. `$LATEST` is mutable; a
+/// published version is a frozen copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    pub name: String,
+    pub runtime: Runtime,
+    pub handler: String,
+    pub role: String,
+    pub description: String,
+    pub timeout_s: u32,
+    pub memory_mb: u32,
+    pub ephemeral_mb: u32,
+    pub environment: BTreeMap<String, String>,
+    pub architectures: Vec<String>,
+    pub logging: LoggingConfig,
+    pub tenancy: Option<TenantIsolationMode>,
+    pub tracing_mode: String,
+}
+
+impl FunctionConfig {
+    pub fn validate_memory(mb: i64) -> Result<u32, ValidationError> {
+        if mb < i64::from(limits::MEMORY_MIN_MB) {
+            return Err(ValidationError::constraint(
+                &mb.to_string(),
+                "memorySize",
+                "Member must have value greater than or equal to 128",
+            ));
+        }
+        if mb > i64::from(limits::MEMORY_MAX_MB) {
+            return Err(ValidationError::invalid(format!(
+                "'MemorySize' value failed to satisfy constraint: Member must have value less than or equal to {}",
+                limits::MEMORY_MAX_MB
+            )));
+        }
+        Ok(mb as u32)
+    }
+
+    pub fn validate_timeout(s: i64) -> Result<u32, ValidationError> {
+        if s < i64::from(limits::TIMEOUT_MIN_S) {
+            return Err(ValidationError::constraint(
+                &s.to_string(),
+                "timeout",
+                "Member must have value greater than or equal to 1",
+            ));
+        }
+        if s > i64::from(limits::TIMEOUT_MAX_S) {
+            return Err(ValidationError::invalid(format!(
+                "'Timeout' value failed to satisfy constraint: Member must have value less than or equal to {}",
+                limits::TIMEOUT_MAX_S
+            )));
+        }
+        Ok(s as u32)
+    }
+
+    pub fn validate_ephemeral(mb: i64) -> Result<u32, ValidationError> {
+        if !(i64::from(limits::EPHEMERAL_MIN_MB)..=i64::from(limits::EPHEMERAL_MAX_MB)).contains(&mb) {
+            return Err(ValidationError::constraint(
+                &mb.to_string(),
+                "ephemeralStorage.size",
+                "Member must have value between 512 and 10240",
+            ));
+        }
+        Ok(mb as u32)
+    }
+
+    pub fn validate_description(d: &str) -> Result<(), ValidationError> {
+        if d.chars().count() > limits::DESCRIPTION_MAX {
+            return Err(ValidationError::constraint(
+                &d.chars().take(300).collect::<String>(),
+                "description",
+                "Member must have length less than or equal to 256",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn validate_handler(h: &str) -> Result<(), ValidationError> {
+        if h.len() > limits::HANDLER_MAX || h.is_empty() || h.chars().any(char::is_whitespace) {
+            return Err(ValidationError::constraint(
+                h,
+                "handler",
+                r"Member must satisfy regular expression pattern: [^\s]+ and have length less than or equal to 128",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn validate_role(role: &str) -> Result<(), ValidationError> {
+        // arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+
+        let ok = (|| {
+            let rest = role.strip_prefix("arn:")?;
+            let (partition, rest) = rest.split_once(":iam::")?;
+            if !(partition.is_empty() || partition.starts_with("aws")) {
+                return None;
+            }
+            let (acct, rest) = rest.split_once(":role")?;
+            let name = rest.strip_prefix('/').unwrap_or(rest);
+            let good_acct = acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit());
+            let good_name =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-/".contains(c));
+            (good_acct && good_name).then_some(())
+        })();
+        ok.ok_or_else(|| {
+            ValidationError::constraint(
+                role,
+                "role",
+                r"Member must satisfy regular expression pattern: arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+",
+            )
+        })
+    }
+
+    pub fn validate_environment(vars: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+        let mut total = 0;
+        for (k, v) in vars {
+            let mut chars = k.chars();
+            let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+            let rest_ok = k.len() >= 2 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !first_ok || !rest_ok {
+                return Err(ValidationError::constraint(
+                    k,
+                    "environment.variables",
+                    "Map keys must satisfy constraint: [Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+]",
+                ));
+            }
+            if RESERVED_ENV.contains(&k.as_str()) {
+                return Err(ValidationError::invalid(format!(
+                    "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {k}"
+                )));
+            }
+            total += k.len() + v.len();
+        }
+        if total > limits::ENV_VARS_MAX_BYTES {
+            return Err(ValidationError::invalid(
+                "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: (environment variables total size)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn validate_log_group(g: &str) -> Result<(), ValidationError> {
+        let ok = !g.is_empty() && g.len() <= 512 && g.chars().all(|c| c.is_ascii_alphanumeric() || "._-/#".contains(c));
+        if ok {
+            Ok(())
+        } else {
+            Err(ValidationError::constraint(
+                g,
+                "loggingConfig.logGroup",
+                r"Member must satisfy regular expression pattern: [\.\-_/#A-Za-z0-9]+",
+            ))
+        }
+    }
+
+    pub fn default_log_group(name: &str) -> String {
+        format!("/aws/lambda/{name}")
+    }
+}
+
+/// Variables Lambda sets itself; a function may not override them.
+pub const RESERVED_ENV: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+/// A stored code package, content-addressed by its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeInfo {
+    /// Hex SHA-256 of the zip: the package's storage key.
+    pub sha256_hex: String,
+    /// Base64 SHA-256 of the zip, as `CodeSha256` on the wire.
+    pub sha256_b64: String,
+    pub size: u64,
+}
+
+/// One version of a function (`$LATEST` or a published number) as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version: String,
+    pub config: FunctionConfig,
+    pub code: CodeInfo,
+    pub revision_id: String,
+    pub last_modified_ms: u64,
+    /// Bumped on every change of code or configuration; environments of an older generation
+    /// are never reused.
+    pub generation: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes() {
+        assert_eq!(Runtime::parse("provided.al2023"), Ok(Runtime::ProvidedAl2023));
+        let e = Runtime::parse("cobol85").expect_err("unknown");
+        assert!(e.message.contains("enum value set"));
+        let e = Runtime::parse("python3.12").expect_err("elsewhere");
+        assert_eq!(e.kind, crate::ValidationKind::InvalidParameter);
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        assert!(FunctionConfig::validate_memory(128).is_ok());
+        assert!(FunctionConfig::validate_memory(127).is_err());
+        assert!(FunctionConfig::validate_memory(10_241).is_err());
+        assert!(FunctionConfig::validate_timeout(901).is_err());
+        assert!(FunctionConfig::validate_ephemeral(511).is_err());
+        assert!(FunctionConfig::validate_role("arn:aws:iam::123456789012:role/lambda-role").is_ok());
+        assert!(FunctionConfig::validate_role("nope").is_err());
+        let mut env = BTreeMap::new();
+        env.insert("GOOD_KEY".to_string(), "v".to_string());
+        assert!(FunctionConfig::validate_environment(&env).is_ok());
+        env.insert("AWS_REGION".to_string(), "x".to_string());
+        assert!(FunctionConfig::validate_environment(&env).is_err());
+        let mut big = BTreeMap::new();
+        big.insert("BIG".to_string(), "x".repeat(5000));
+        assert!(FunctionConfig::validate_environment(&big).expect_err("big").message.contains("4KB"));
+    }
+}
