@@ -12,3 +12,6 @@ mod manager;
 
 pub use env::{EnvState, EnvView};
 pub use manager::{InvokeError, InvokeRequest, InvokeResponse, Manager, ManagerConfig, PoolKey, Target};
+
+#[cfg(test)]
+mod fake;

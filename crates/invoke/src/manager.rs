@@ -880,3 +880,215 @@ fn report_line(r: &Report<'_>) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap, HashSet};
+
+    use quarters_types::{LoggingConfig, Runtime};
+
+    use super::*;
+    use crate::fake::FakeSandbox;
+
+    fn config() -> FunctionConfig {
+        FunctionConfig {
+            name: "f".into(),
+            runtime: Runtime::ProvidedAl2023,
+            handler: "bootstrap".into(),
+            role: "arn:aws:iam::000000000000:role/r".into(),
+            description: String::new(),
+            timeout_s: 5,
+            memory_mb: 128,
+            ephemeral_mb: 512,
+            environment: BTreeMap::new(),
+            architectures: vec!["x86_64".into()],
+            logging: LoggingConfig {
+                log_format: LogFormat::Text,
+                application_log_level: None,
+                system_log_level: None,
+                log_group: "/aws/lambda/f".into(),
+            },
+            tenancy: Some(quarters_types::TenantIsolationMode::PerTenant),
+            tracing_mode: "PassThrough".into(),
+        }
+    }
+
+    struct Fixture {
+        manager: Manager,
+        sandbox: Arc<FakeSandbox>,
+        target: Target,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(work: Duration, idle: Duration) -> Fixture {
+        let dir = tempfile::tempdir().expect("tmp");
+        let task = dir.path().join("task");
+        std::fs::create_dir_all(&task).expect("task dir");
+        std::fs::write(task.join("bootstrap"), "").expect("bootstrap");
+        let logs = Arc::new(LogStore::open(&dir.path().join("logs.db")).expect("logs"));
+        let sandbox = FakeSandbox::new(work);
+        let manager = Manager::new(
+            ManagerConfig {
+                run_dir: dir.path().join("run"),
+                idle_timeout: idle,
+                max_lifetime: None,
+                init_timeout: Duration::from_secs(5),
+                account_concurrency: 1000,
+                arns: Arns::default(),
+            },
+            sandbox.clone(),
+            logs,
+        )
+        .expect("manager");
+        let target = Target {
+            function_uid: "uid-1".into(),
+            version: "$LATEST".into(),
+            generation: 1,
+            config: Arc::new(config()),
+            task_dir: task,
+            invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+            reserved_concurrency: None,
+        };
+        Fixture { manager, sandbox, target, _dir: dir }
+    }
+
+    fn request(target: &Target, tenant: &str) -> InvokeRequest {
+        InvokeRequest {
+            target: target.clone(),
+            tenant: Some(TenantId::parse(tenant).expect("tenant")),
+            payload: Bytes::from_static(b"{}"),
+            client_context: None,
+            tail: false,
+            request_id: uuid_like(),
+        }
+    }
+
+    fn uuid_like() -> String {
+        format!("{:032x}", rand::random::<u128>())
+    }
+
+    fn served_by(resp: &InvokeResponse) -> (String, Option<String>) {
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).expect("json");
+        (v["env"].as_str().expect("env").to_owned(), v["tenant"].as_str().map(str::to_owned))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_tenants_never_share_an_environment() {
+        let f = fixture(Duration::from_millis(30), Duration::from_secs(60));
+        let mut tasks = Vec::new();
+        for _round in 0..3 {
+            for t in 0..6 {
+                for _ in 0..8 {
+                    let m = f.manager.clone();
+                    let req = request(&f.target, &format!("tenant {t}/..:x"));
+                    tasks.push(tokio::spawn(async move {
+                        let tenant = req.tenant.clone();
+                        (tenant, m.invoke(req).await)
+                    }));
+                }
+            }
+        }
+        let mut env_tenants: HashMap<String, HashSet<Option<String>>> = HashMap::new();
+        let mut tenant_envs: HashMap<String, HashSet<String>> = HashMap::new();
+        for t in tasks {
+            let (tenant, r) = t.await.expect("join");
+            let resp = r.expect("invoke");
+            assert!(!resp.function_error);
+            let (env, seen) = served_by(&resp);
+            let tenant = tenant.map(|t| t.as_str().to_owned());
+            assert_eq!(seen, tenant, "the runtime got the invocation's own tenant");
+            env_tenants.entry(env.clone()).or_default().insert(seen);
+            tenant_envs.entry(tenant.unwrap_or_default()).or_default().insert(env);
+        }
+        for (env, tenants) in &env_tenants {
+            assert_eq!(tenants.len(), 1, "environment {env} served {tenants:?}");
+        }
+        assert_eq!(tenant_envs.len(), 6);
+        for (tenant, envs) in &tenant_envs {
+            assert!(envs.len() > 1, "overlapping calls of {tenant} scaled out: {envs:?}");
+        }
+        // Sequential calls reuse warm environments: no new sandbox for these.
+        let before = f.sandbox.launched.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..5 {
+            let r = f.manager.invoke(request(&f.target, "tenant 0/..:x")).await.expect("warm");
+            assert!(!r.cold_start);
+        }
+        assert_eq!(f.sandbox.launched.load(std::sync::atomic::Ordering::SeqCst), before);
+    }
+
+    #[tokio::test]
+    async fn dispatch_refuses_a_foreign_binding() {
+        let f = fixture(Duration::ZERO, Duration::from_secs(60));
+        let blue = PoolKey {
+            function_uid: f.target.function_uid.clone(),
+            version: f.target.version.clone(),
+            generation: 1,
+            tenant: Some(TenantId::parse("blue").expect("t")),
+        };
+        let green = PoolKey { tenant: Some(TenantId::parse("green").expect("t")), ..blue.clone() };
+        let env = f.manager.spawn_env(&blue, &f.target).expect("spawn");
+        let inv = |tenant: &str| Invocation {
+            request_id: "r".into(),
+            payload: Bytes::new(),
+            deadline_ms: 0,
+            invoked_arn: String::new(),
+            tenant: Some(TenantId::parse(tenant).expect("t")),
+            client_context: None,
+            trace_id: String::new(),
+        };
+        assert!(env.dispatch(&green, inv("green")).is_err(), "another tenant's key");
+        assert!(env.dispatch(&blue, inv("green")).is_err(), "the right key but another tenant's invocation");
+        let other_version = PoolKey { version: "1".into(), ..blue.clone() };
+        assert!(env.dispatch(&other_version, inv("blue")).is_err(), "another version");
+        assert!(env.dispatch(&blue, inv("blue")).is_ok());
+        f.manager.destroy(env);
+    }
+
+    #[tokio::test]
+    async fn idle_environments_are_reaped_and_new_generations_replace_old() {
+        let f = fixture(Duration::ZERO, Duration::from_millis(200));
+        let first = f.manager.invoke(request(&f.target, "blue")).await.expect("invoke");
+        assert!(first.cold_start);
+        assert_eq!(f.manager.environments(None).len(), 1);
+        let mut gen2 = f.target.clone();
+        gen2.generation = 2;
+        let second = f.manager.invoke(request(&gen2, "blue")).await.expect("invoke");
+        assert!(second.cold_start, "a new code generation never reuses an old environment");
+        assert_ne!(served_by(&first).0, served_by(&second).0);
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(f.manager.environments(None).is_empty(), "idle environments were reaped");
+    }
+
+    #[tokio::test]
+    async fn reserved_concurrency_throttles() {
+        let f = fixture(Duration::from_millis(200), Duration::from_secs(60));
+        let mut t = f.target.clone();
+        t.reserved_concurrency = Some(0);
+        match f.manager.invoke(request(&t, "blue")).await {
+            Err(InvokeError::TooManyRequests { reason, .. }) => {
+                assert_eq!(reason, "ReservedFunctionConcurrentInvocationLimitExceeded")
+            }
+            other => panic!("expected a throttle, got {other:?}"),
+        }
+        t.reserved_concurrency = Some(1);
+        let m = f.manager.clone();
+        let req = request(&t, "blue");
+        let busy = tokio::spawn(async move { m.invoke(req).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(matches!(f.manager.invoke(request(&t, "green")).await, Err(InvokeError::TooManyRequests { .. })));
+        assert!(busy.await.expect("join").is_ok());
+    }
+
+    #[tokio::test]
+    async fn offboarding_destroys_only_that_tenant() {
+        let f = fixture(Duration::ZERO, Duration::from_secs(60));
+        for t in ["blue", "blue", "green"] {
+            f.manager.invoke(request(&f.target, t)).await.expect("invoke");
+        }
+        let n = f.manager.offboard_tenant(&TenantId::parse("blue").expect("t"), None);
+        assert_eq!(n, 1);
+        let left = f.manager.environments(None);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].tenant.as_deref(), Some("green"));
+    }
+}

@@ -1,0 +1,75 @@
+//! A fake sandbox for unit tests of the manager: instead of a process, a task that speaks the
+//! Runtime API over the environment's socket like a real runtime client, and answers each
+//! event with the environment's id and the tenant it was given.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use quarters_sandbox::{Exit, ExitInfo, Launched, Sandbox, SandboxControl, SandboxError, SandboxSpec, output_pipe};
+use tokio::sync::{mpsc, oneshot};
+
+pub struct FakeSandbox {
+    /// How long the fake runtime works on each event.
+    pub work: Duration,
+    pub launched: AtomicUsize,
+}
+
+impl FakeSandbox {
+    pub fn new(work: Duration) -> Arc<Self> {
+        Arc::new(Self { work, launched: AtomicUsize::new(0) })
+    }
+}
+
+impl Sandbox for FakeSandbox {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn launch(&self, spec: &SandboxSpec) -> Result<Launched, SandboxError> {
+        self.launched.fetch_add(1, Ordering::SeqCst);
+        let (read, write) = output_pipe().map_err(SandboxError::Prepare)?;
+        let (kill_tx, mut kill_rx) = mpsc::channel(1);
+        let (exit_tx, exit_rx) = oneshot::channel();
+        let socket = spec.run_dir.join(quarters_sandbox::RAPI_SOCKET);
+        let env_id = spec.env_id.to_string();
+        let work = self.work;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = runtime(socket, env_id, work) => {}
+                _ = kill_rx.recv() => {}
+            }
+            drop(write);
+            let _ = exit_tx.send(Exit { status: ExitInfo::Signal(9), oom_killed: false, memory_peak_bytes: None });
+        });
+        Ok(Launched { output: read, exited: exit_rx, control: SandboxControl::new(kill_tx, None) })
+    }
+}
+
+async fn runtime(socket: std::path::PathBuf, env_id: String, work: Duration) {
+    let Ok(stream) = tokio::net::UnixStream::connect(&socket).await else { return };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else { return };
+    tokio::spawn(conn);
+    loop {
+        let req = hyper::Request::get("/2018-06-01/runtime/invocation/next")
+            .header("host", "runtime")
+            .body(Full::new(Bytes::new()));
+        let Ok(req) = req else { return };
+        let Ok(resp) = sender.send_request(req).await else { return };
+        let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let id = h("lambda-runtime-aws-request-id").unwrap_or_default();
+        let tenant = h("lambda-runtime-aws-tenant-id");
+        let _ = resp.into_body().collect().await;
+        tokio::time::sleep(work).await;
+        let body = serde_json::json!({ "env": env_id, "tenant": tenant }).to_string();
+        let post = hyper::Request::post(format!("/2018-06-01/runtime/invocation/{id}/response"))
+            .header("host", "runtime")
+            .body(Full::new(Bytes::from(body)));
+        let Ok(post) = post else { return };
+        let Ok(resp) = sender.send_request(post).await else { return };
+        let _ = resp.into_body().collect().await;
+    }
+}
