@@ -44,6 +44,10 @@ pub struct ServerConfig {
     /// Most processes (and threads) one environment may have.
     #[arg(long, env = "QUARTERS_PIDS_MAX", default_value_t = 1024)]
     pub pids_max: u32,
+    /// Run sandboxes without seccomp filters and with a writable root (only to measure what
+    /// hardening costs; never in production).
+    #[arg(long, env = "QUARTERS_NO_HARDENING", hide = true)]
+    pub no_hardening: bool,
     /// Region in ARNs.
     #[arg(long, env = "QUARTERS_REGION", default_value = "us-east-1")]
     pub region: String,
@@ -133,7 +137,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         init_exe: std::env::current_exe().context("finding this binary")?,
         cgroups,
         pids_max: cfg.pids_max,
-    });
+        hardening: !cfg.no_hardening,
+    })?;
     let manager = Manager::new(
         ManagerConfig {
             run_dir,

@@ -9,6 +9,7 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cgroup::{CgroupLayout, Limits};
+use crate::seccomp::Filters;
 use crate::{
     EXIT_FILE, Exit, ExitInfo, Launched, SANDBOX_RUN_DIR, Sandbox, SandboxControl, SandboxError, SandboxSpec,
     output_pipe,
@@ -27,6 +28,8 @@ pub struct BwrapConfig {
     pub init_exe: PathBuf,
     pub cgroups: CgroupLayout,
     pub pids_max: u32,
+    /// Seccomp filters, a read-only root, and `no_new_privs`. Off only to measure their cost.
+    pub hardening: bool,
 }
 
 impl BwrapConfig {
@@ -42,14 +45,20 @@ impl BwrapConfig {
 
 pub struct BwrapSandbox {
     config: BwrapConfig,
+    seccomp: Option<Filters>,
 }
 
 impl BwrapSandbox {
-    pub fn new(config: BwrapConfig) -> Self {
-        Self { config }
+    pub fn new(config: BwrapConfig) -> Result<Self, SandboxError> {
+        let seccomp = if config.hardening {
+            Some(Filters::build().map_err(|e| SandboxError::Prepare(std::io::Error::other(e.to_string())))?)
+        } else {
+            None
+        };
+        Ok(Self { config, seccomp })
     }
 
-    fn args(&self, spec: &SandboxSpec) -> Vec<String> {
+    fn args(&self, spec: &SandboxSpec, seccomp_fds: &[i32]) -> Vec<String> {
         let mut a: Vec<String> = Vec::with_capacity(64 + 3 * spec.env.len());
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
@@ -68,6 +77,12 @@ impl BwrapSandbox {
         push(&["--ro-bind", &path_str(&self.config.init_exe), INIT_PATH]);
         push(&["--bind", &path_str(&spec.run_dir), SANDBOX_RUN_DIR]);
         push(&["--chdir", "/var/task", "--clearenv"]);
+        for fd in seccomp_fds {
+            push(&["--add-seccomp-fd", &fd.to_string()]);
+        }
+        if self.config.hardening {
+            push(&["--remount-ro", "/"]);
+        }
         for (k, v) in &spec.env {
             push(&["--setenv", k, v]);
         }
@@ -87,25 +102,39 @@ impl Sandbox for BwrapSandbox {
     }
 
     fn launch(&self, spec: &SandboxSpec) -> Result<Launched, SandboxError> {
-        let limits = Limits { memory_bytes: u64::from(spec.memory_mb) * 1024 * 1024, pids: self.config.pids_max };
+        let limits = Limits::for_memory(spec.memory_mb, self.config.pids_max);
         let cgroup = self.config.cgroups.create(spec.env_id, limits).map_err(SandboxError::Prepare)?.map(Arc::new);
         let (read, write) = output_pipe().map_err(SandboxError::Prepare)?;
         let write2: OwnedFd = write.try_clone().map_err(SandboxError::Prepare)?;
 
+        let seccomp: Vec<OwnedFd> = match &self.seccomp {
+            Some(f) => {
+                f.programs.iter().map(|p| sealed_memfd(p)).collect::<Result<_, _>>().map_err(SandboxError::Prepare)?
+            }
+            None => Vec::new(),
+        };
+        let seccomp_fds: Vec<i32> = seccomp.iter().map(|f| f.as_raw_fd()).collect();
+        let inherit = seccomp_fds.clone();
         let mut cmd = Command::new(&self.config.bwrap);
-        cmd.args(self.args(spec))
+        cmd.args(self.args(spec, &seccomp_fds))
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::from(write))
             .stderr(Stdio::from(write2));
         let attach: Vec<i32> = cgroup.as_ref().map(|c| c.attach_fds()).unwrap_or_default();
         // SAFETY: the closure runs between fork and exec in the child. It only calls write(2)
-        // on fds that were opened before the fork and stay open until spawn returns; write is
-        // async-signal-safe and the closure allocates nothing.
+        // and fcntl(2) on fds that were opened before the fork and stay open until spawn
+        // returns; both are async-signal-safe and the closure allocates nothing. Clearing
+        // FD_CLOEXEC here affects only the child's copies, so no other spawn inherits them.
         unsafe {
             cmd.pre_exec(move || {
                 for fd in &attach {
                     if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for fd in &inherit {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
@@ -114,6 +143,7 @@ impl Sandbox for BwrapSandbox {
         }
         let child = cmd.spawn();
         drop(cmd); // closes our copies of the pipe's write end
+        drop(seccomp);
         let mut child = match child {
             Ok(c) => c,
             Err(e) => {
@@ -155,6 +185,22 @@ impl Sandbox for BwrapSandbox {
         let _ = read.as_raw_fd();
         Ok(Launched { output: read, exited: exit_rx, control: SandboxControl::new(kill_tx, cgroup) })
     }
+}
+
+/// A memfd holding `data`, positioned at its start, closed on exec unless cleared.
+fn sealed_memfd(data: &[u8]) -> std::io::Result<OwnedFd> {
+    use std::io::{Seek, Write};
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create with a valid NUL-terminated name; on success we own the new fd.
+    let fd = unsafe { libc::memfd_create(c"quarters-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created and is owned by nothing else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(data)?;
+    file.rewind()?;
+    Ok(file.into())
 }
 
 fn exit_info(status: std::process::ExitStatus) -> ExitInfo {

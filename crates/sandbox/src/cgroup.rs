@@ -19,7 +19,7 @@ const ROOT: &str = "/sys/fs/cgroup";
 #[derive(Debug, Clone)]
 pub enum CgroupLayout {
     /// v1 controllers (possibly beside a controller-less v2 mount).
-    V1 { memory: Option<PathBuf>, pids: Option<PathBuf> },
+    V1 { memory: Option<PathBuf>, pids: Option<PathBuf>, cpu: Option<PathBuf> },
     /// Pure v2 with the memory and pids controllers available.
     V2 { parent: PathBuf },
     /// No usable cgroups (not root, or nothing mounted): run without limits or accounting.
@@ -31,6 +31,22 @@ pub enum CgroupLayout {
 pub struct Limits {
     pub memory_bytes: u64,
     pub pids: u32,
+    /// CPU weight relative to other environments, proportional to memory (Lambda gives one
+    /// vCPU per 1,769 MB): v1 `cpu.shares` (1024 = one default share).
+    pub cpu_shares: u64,
+}
+
+impl Limits {
+    /// Limits for a function of `memory_mb`.
+    pub fn for_memory(memory_mb: u32, pids: u32) -> Self {
+        let mb = u64::from(memory_mb);
+        Self { memory_bytes: mb * 1024 * 1024, pids, cpu_shares: (mb * 1024 / 1769).max(2) }
+    }
+
+    /// The v2 `cpu.weight` equivalent of the v1 shares (100 = 1024 shares).
+    fn cpu_weight(&self) -> u64 {
+        (self.cpu_shares * 100 / 1024).clamp(1, 10_000)
+    }
 }
 
 impl CgroupLayout {
@@ -60,6 +76,7 @@ impl CgroupLayout {
         }
         let mut memory = None;
         let mut pids = None;
+        let mut cpu = None;
         for line in own.lines() {
             let mut parts = line.splitn(3, ':');
             let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
@@ -67,6 +84,7 @@ impl CgroupLayout {
                 let slot = match c {
                     "memory" => &mut memory,
                     "pids" => &mut pids,
+                    "cpu" => &mut cpu,
                     _ => continue,
                 };
                 let dir = Path::new(ROOT).join(c).join(path.trim_start_matches('/')).join(&leaf);
@@ -81,12 +99,12 @@ impl CgroupLayout {
         if memory.is_none() && pids.is_none() {
             return Err(io::Error::other("no v1 memory or pids controller is writable"));
         }
-        Ok(Self::V1 { memory, pids })
+        Ok(Self::V1 { memory, pids, cpu })
     }
 
     fn parents(&self) -> Vec<PathBuf> {
         match self {
-            Self::V1 { memory, pids } => memory.iter().chain(pids.iter()).cloned().collect(),
+            Self::V1 { memory, pids, cpu } => memory.iter().chain(pids.iter()).chain(cpu.iter()).cloned().collect(),
             Self::V2 { parent } => vec![parent.clone()],
             Self::None => Vec::new(),
         }
@@ -120,7 +138,7 @@ impl CgroupLayout {
         let mut cg = EnvCgroup { dirs: Vec::new(), procs: Vec::new(), memory: None, v2: false };
         match self {
             Self::None => return Ok(None),
-            Self::V1 { memory, pids } => {
+            Self::V1 { memory, pids, cpu } => {
                 if let Some(parent) = memory {
                     let dir = cg.make(parent.join(&name))?;
                     write(&dir.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
@@ -132,12 +150,17 @@ impl CgroupLayout {
                     let dir = cg.make(parent.join(&name))?;
                     write(&dir.join("pids.max"), &limits.pids.to_string())?;
                 }
+                if let Some(parent) = cpu {
+                    let dir = cg.make(parent.join(&name))?;
+                    write(&dir.join("cpu.shares"), &limits.cpu_shares.to_string())?;
+                }
             }
             Self::V2 { parent } => {
                 let dir = cg.make(parent.join(&name))?;
                 write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
                 let _ = write(&dir.join("memory.swap.max"), "0");
                 write(&dir.join("pids.max"), &limits.pids.to_string())?;
+                let _ = write(&dir.join("cpu.weight"), &limits.cpu_weight().to_string());
                 cg.memory = Some(dir);
                 cg.v2 = true;
             }

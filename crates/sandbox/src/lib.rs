@@ -13,6 +13,7 @@
 mod bwrap;
 pub mod cgroup;
 pub mod init;
+pub mod seccomp;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
