@@ -127,7 +127,8 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
         "attempt" => out["result"] = json!(attempt(payload["what"].as_str().unwrap_or(""), &payload)),
         "spin" => {
             // Burn CPU for `ms` milliseconds.
-            let until = std::time::Instant::now() + std::time::Duration::from_millis(payload["ms"].as_u64().unwrap_or(1000));
+            let until =
+                std::time::Instant::now() + std::time::Duration::from_millis(payload["ms"].as_u64().unwrap_or(1000));
             let mut x: u64 = 0;
             while std::time::Instant::now() < until {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
@@ -205,8 +206,12 @@ fn attempt(what: &str, payload: &Value) -> String {
             "ptrace_pid1" => res(libc::ptrace(libc::PTRACE_ATTACH, 1, 0, 0)),
             "kill_pid1" => res(libc::kill(1, libc::SIGKILL) as libc::c_long),
             "kill_all" => res(libc::kill(-1, libc::SIGKILL) as libc::c_long),
-            "mknod" => res(libc::mknod(cstr("/tmp/sda").as_ptr(), libc::S_IFBLK | 0o600, libc::makedev(8, 0)) as libc::c_long),
-            "init_module" => res(libc::syscall(libc::SYS_init_module, std::ptr::null::<u8>(), 0usize, cstr("").as_ptr())),
+            "mknod" => {
+                res(libc::mknod(cstr("/tmp/sda").as_ptr(), libc::S_IFBLK | 0o600, libc::makedev(8, 0)) as libc::c_long)
+            }
+            "init_module" => {
+                res(libc::syscall(libc::SYS_init_module, std::ptr::null::<u8>(), 0usize, cstr("").as_ptr()))
+            }
             "bpf" => res(libc::syscall(libc::SYS_bpf, 0, std::ptr::null::<u8>(), 0)),
             "keyctl" => res(libc::syscall(libc::SYS_keyctl, 0, 0, 0, 0, 0)),
             "chroot" => res(libc::chroot(cstr("/tmp").as_ptr()) as libc::c_long),
@@ -223,7 +228,11 @@ fn attempt(what: &str, payload: &Value) -> String {
             "cgroup_escape" => {
                 // Try to move ourselves to the root cgroup of each hierarchy.
                 let mut results = Vec::new();
-                for p in ["/sys/fs/cgroup/cgroup.procs", "/sys/fs/cgroup/memory/cgroup.procs", "/sys/fs/cgroup/pids/cgroup.procs"] {
+                for p in [
+                    "/sys/fs/cgroup/cgroup.procs",
+                    "/sys/fs/cgroup/memory/cgroup.procs",
+                    "/sys/fs/cgroup/pids/cgroup.procs",
+                ] {
                     match std::fs::write(p, std::process::id().to_string()) {
                         Ok(()) => return format!("ok: {p}"),
                         Err(e) => results.push(format!("{p}: {e}")),
