@@ -482,6 +482,7 @@ pub async fn invoke(
             task_dir: resolved.task_dir,
             invoked_arn,
             reserved_concurrency: resolved.entry.reserved_concurrency,
+            tenant_concurrency: resolved.entry.tenant_concurrency,
         },
         tenant,
         payload: body,

@@ -23,6 +23,10 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/quarters/v1/environments", get(environments).delete(offboard))
         .route("/quarters/v1/logs", get(logs))
         .route("/quarters/v1/code/{sha}", get(code))
+        .route(
+            "/quarters/v1/functions/{name}/tenant-concurrency",
+            get(get_tenant_limit).put(put_tenant_limit).delete(delete_tenant_limit),
+        )
 }
 
 fn function_uid(app: &App, q: &Q) -> Result<Option<String>, ApiError> {
@@ -50,6 +54,49 @@ async fn offboard(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiErro
     let n = app.manager.offboard_tenant(&tenant, uid.as_deref());
     tracing::info!(tenant = %tenant, destroyed = n, "tenant offboarded");
     Ok(Json(json!({ "Tenant": tenant.as_str(), "DestroyedEnvironments": n })).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TenantLimitIn {
+    max_concurrency_per_tenant: Option<i64>,
+}
+
+/// Beyond Lambda: cap how many invocations of a function one tenant may have in flight.
+async fn put_tenant_limit(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let r = FunctionRef::parse(&name, None)?;
+    let input: TenantLimitIn = crate::wire::parse(&body)?;
+    let n =
+        input.max_concurrency_per_tenant.ok_or_else(|| ApiError::invalid("MaxConcurrencyPerTenant is required."))?;
+    let n = u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+        ApiError::invalid(format!("MaxConcurrencyPerTenant must be between 1 and {}, not {n}.", u32::MAX))
+    })?;
+    let a = app.clone();
+    let fname = r.name.as_str().to_owned();
+    blocking(move || a.control.set_tenant_concurrency(&fname, Some(n))).await?;
+    Ok(Json(json!({ "MaxConcurrencyPerTenant": n })).into_response())
+}
+
+async fn get_tenant_limit(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let r = FunctionRef::parse(&name, None)?;
+    let e = app.control.get(r.name.as_str())?;
+    Ok(Json(match e.tenant_concurrency {
+        Some(n) => json!({ "MaxConcurrencyPerTenant": n }),
+        None => json!({}),
+    })
+    .into_response())
+}
+
+async fn delete_tenant_limit(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let r = FunctionRef::parse(&name, None)?;
+    let a = app.clone();
+    let fname = r.name.as_str().to_owned();
+    blocking(move || a.control.set_tenant_concurrency(&fname, None)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Recent log records of a function, optionally of one tenant.

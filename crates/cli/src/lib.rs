@@ -95,6 +95,17 @@ enum Command {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Cap how many invocations of a function one tenant may have in flight (beyond Lambda).
+    TenantLimit {
+        function: String,
+        /// The cap; omit (with --clear) to remove it.
+        #[arg(long)]
+        max_concurrency: Option<u32>,
+        #[arg(long, conflicts_with = "max_concurrency")]
+        clear: bool,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// Print recent log records of a function, optionally of one tenant.
     Logs {
         function: String,
@@ -195,6 +206,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let v = Client::new(&endpoint.endpoint).ok(reqwest::Method::DELETE, &path, None).await?;
             println!("destroyed {} environment(s) of tenant {tenant}", v["DestroyedEnvironments"]);
+        }
+        Command::TenantLimit { function, max_concurrency, clear, endpoint } => {
+            let c = Client::new(&endpoint.endpoint);
+            let path = format!("/quarters/v1/functions/{}/tenant-concurrency", urlencode(&function));
+            match (max_concurrency, clear) {
+                (Some(n), _) => {
+                    c.ok(reqwest::Method::PUT, &path, Some(serde_json::json!({ "MaxConcurrencyPerTenant": n })))
+                        .await?;
+                    println!("each tenant of {function} may now have at most {n} invocation(s) in flight");
+                }
+                (None, true) => {
+                    c.ok(reqwest::Method::DELETE, &path, None).await?;
+                    println!("removed the per-tenant concurrency limit of {function}");
+                }
+                (None, false) => {
+                    let v = c.ok(reqwest::Method::GET, &path, None).await?;
+                    match v["MaxConcurrencyPerTenant"].as_u64() {
+                        Some(n) => println!("{function}: at most {n} invocation(s) in flight per tenant"),
+                        None => println!("{function}: no per-tenant concurrency limit"),
+                    }
+                }
+            }
         }
         Command::Logs { function, tenant, limit, endpoint } => {
             let mut path = format!("/quarters/v1/logs?function={}&limit={limit}", urlencode(&function));

@@ -69,6 +69,9 @@ pub struct FunctionEntry {
     pub versions: BTreeMap<u64, VersionRecord>,
     pub aliases: BTreeMap<String, AliasRecord>,
     pub reserved_concurrency: Option<u32>,
+    /// Beyond Lambda: the most invocations one tenant may have in flight.
+    #[serde(default)]
+    pub tenant_concurrency: Option<u32>,
     pub next_version: u64,
     pub tags: BTreeMap<String, String>,
 }
@@ -197,6 +200,7 @@ impl ControlPlane {
             versions: BTreeMap::new(),
             aliases: BTreeMap::new(),
             reserved_concurrency: None,
+            tenant_concurrency: None,
             next_version: 1,
             tags: new.tags,
         };
@@ -385,6 +389,14 @@ impl ControlPlane {
                 }
             }
             e.reserved_concurrency = reserved;
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    pub fn set_tenant_concurrency(&self, name: &str, limit: Option<u32>) -> Result<(), ControlError> {
+        self.modify(name, |e| {
+            e.tenant_concurrency = limit;
             Ok(())
         })
         .map(|_| ())

@@ -54,6 +54,8 @@ pub struct Target {
     pub task_dir: PathBuf,
     pub invoked_arn: String,
     pub reserved_concurrency: Option<u32>,
+    /// Beyond Lambda: the most invocations one tenant may have in flight on this function.
+    pub tenant_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +107,8 @@ struct State {
     all: HashMap<EnvId, Arc<EnvInfo>>,
     inflight: u32,
     per_function: HashMap<Arc<str>, FnCounters>,
+    /// In-flight invocations per (function, tenant), for per-tenant limits.
+    per_tenant: HashMap<(Arc<str>, TenantId), u32>,
     /// The newest generation seen per (function, version): older environments are retired.
     generation: HashMap<(Arc<str>, Arc<str>), u64>,
     shutting_down: bool,
@@ -129,6 +133,7 @@ pub struct Manager {
 struct Admission {
     inner: Arc<Inner>,
     function: Arc<str>,
+    tenant: Option<TenantId>,
 }
 
 impl Drop for Admission {
@@ -137,6 +142,15 @@ impl Drop for Admission {
         st.inflight = st.inflight.saturating_sub(1);
         if let Some(c) = st.per_function.get_mut(&self.function) {
             c.inflight = c.inflight.saturating_sub(1);
+        }
+        if let Some(t) = self.tenant.take() {
+            let key = (self.function.clone(), t);
+            if let Some(n) = st.per_tenant.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    st.per_tenant.remove(&key);
+                }
+            }
         }
     }
 }
@@ -193,7 +207,7 @@ impl Manager {
             generation: req.target.generation,
             tenant: req.tenant.clone(),
         };
-        let _admission = self.admit(&req.target)?;
+        let _admission = self.admit(&req.target, req.tenant.as_ref())?;
         let (mut env, cold) = match self.acquire(&key, &req.target).await {
             Err(InvokeError::InvalidEntrypoint) => {
                 return Ok(InvokeResponse {
@@ -218,7 +232,7 @@ impl Manager {
         Ok(response)
     }
 
-    fn admit(&self, target: &Target) -> Result<Admission, InvokeError> {
+    fn admit(&self, target: &Target, tenant: Option<&TenantId>) -> Result<Admission, InvokeError> {
         let mut st = lock(&self.inner.state);
         if st.shutting_down {
             return Err(InvokeError::ShuttingDown);
@@ -238,9 +252,23 @@ impl Manager {
                 message: "Rate Exceeded.".into(),
             });
         }
+        let tenant_key = tenant.map(|t| (target.function_uid.clone(), t.clone()));
+        if let (Some(limit), Some(k)) = (target.tenant_concurrency, &tenant_key)
+            && st.per_tenant.get(k).copied().unwrap_or(0) >= limit
+        {
+            return Err(InvokeError::TooManyRequests {
+                reason: "TenantConcurrentInvocationLimitExceeded",
+                message: format!(
+                    "Rate Exceeded. This tenant may have at most {limit} invocations of this function in flight."
+                ),
+            });
+        }
         st.inflight += 1;
         st.per_function.entry(target.function_uid.clone()).or_default().inflight += 1;
-        Ok(Admission { inner: self.inner.clone(), function: target.function_uid.clone() })
+        if let Some(k) = tenant_key {
+            *st.per_tenant.entry(k).or_insert(0) += 1;
+        }
+        Ok(Admission { inner: self.inner.clone(), function: target.function_uid.clone(), tenant: tenant.cloned() })
     }
 
     /// Take an idle environment bound to `key`, or start one.
@@ -948,6 +976,7 @@ mod tests {
             task_dir: task,
             invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
             reserved_concurrency: None,
+            tenant_concurrency: None,
         };
         Fixture { manager, sandbox, target, _dir: dir }
     }
@@ -1077,6 +1106,31 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(matches!(f.manager.invoke(request(&t, "green")).await, Err(InvokeError::TooManyRequests { .. })));
         assert!(busy.await.expect("join").is_ok());
+    }
+
+    #[tokio::test]
+    async fn per_tenant_limit_keeps_one_tenant_from_taking_everything() {
+        let f = fixture(Duration::from_millis(300), Duration::from_secs(60));
+        let mut t = f.target.clone();
+        t.tenant_concurrency = Some(2);
+        let mut busy = Vec::new();
+        for _ in 0..2 {
+            let m = f.manager.clone();
+            let req = request(&t, "noisy");
+            busy.push(tokio::spawn(async move { m.invoke(req).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match f.manager.invoke(request(&t, "noisy")).await {
+            Err(InvokeError::TooManyRequests { reason, .. }) => {
+                assert_eq!(reason, "TenantConcurrentInvocationLimitExceeded")
+            }
+            other => panic!("expected the noisy tenant to be throttled, got {other:?}"),
+        }
+        assert!(f.manager.invoke(request(&t, "quiet")).await.is_ok(), "another tenant is not affected");
+        for b in busy {
+            assert!(b.await.expect("join").is_ok());
+        }
+        assert!(f.manager.invoke(request(&t, "noisy")).await.is_ok(), "the limit frees up");
     }
 
     #[tokio::test]
