@@ -106,6 +106,8 @@ enum Command {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Measure Quarters against baselines taken in the same run (starts its own server).
+    Bench(quarters_bench::BenchArgs),
     /// Print recent log records of a function, optionally of one tenant.
     Logs {
         function: String,
@@ -156,6 +158,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             server.run_until_signal().await?;
         }
         Command::Demo { server, exit } => demo::run(&server, exit).await?,
+        Command::Bench(args) => quarters_bench::run(args).await?,
         Command::Deploy { path, name, runtime, handler, memory, timeout, tenancy, endpoint } => {
             let zip = client::package(&path)?;
             let opts = DeployOptions { runtime, handler, memory, timeout, per_tenant: tenancy == "per-tenant" };

@@ -1,0 +1,688 @@
+//! `quarters bench`: how fast the invoke path is, next to what this machine can do at all.
+//!
+//! The bench starts its own server (the `quarters` binary, as a subprocess with a fresh data
+//! directory), deploys the `probe` function with PER_TENANT isolation, and starts a bare
+//! HTTP/1.1 echo server in-process on its own runtime: the physical floor of the machine. It
+//! then measures, for Invoke and for the echo alike, over raw keep-alive hyper connections:
+//!
+//! 1. warm latency: one client, sequential requests, one tenant (so a warm environment);
+//! 2. throughput: several clients for a fixed time, one tenant (so as many environments);
+//! 3. cold starts: sequential invocations, each by a new tenant (so a new environment).
+//!
+//! It is not a timed test: it prints figures with their baselines and ratios, and checks them
+//! against targets. The machines it runs on are shared and noisy, so it reports medians and
+//! p99, measures the baseline in the same run, and interleaves echo and Invoke (in chunks of
+//! requests, or slices of time) so noise lands on both alike. The run fails only when more than
+//! 1% of the invocations fail.
+
+mod net;
+mod report;
+mod server;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::net::{Conn, EchoServer, Endpoint, Tally, call_once, timed_call};
+use crate::report::{Row, Target, Unit, format_table};
+use crate::server::ServerProcess;
+use crate::stats::{Summary, round2};
+
+/// What `quarters bench` can be told.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Make every count about 5x smaller (and the throughput run 1.5 s).
+    #[arg(long)]
+    pub quick: bool,
+    /// Sequential warm invocations (and as many echoes) [default: 2000, quick 400].
+    #[arg(long, value_name = "N")]
+    pub requests: Option<usize>,
+    /// Seconds of the throughput run, for Invoke and for the echo each [default: 5, quick 1.5].
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Concurrent clients (keep-alive connections) of the throughput run.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub clients: usize,
+    /// Sequential invocations each by a new tenant [default: 200, quick 40].
+    #[arg(long, value_name = "N")]
+    pub cold: Option<usize>,
+    /// Where to write the results as JSON [default: bench-results/bench-<unix-seconds>.json].
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// The `quarters` binary to start as the server; the `probe` binary is looked for next to
+    /// it [default: this executable].
+    #[arg(long, value_name = "PATH")]
+    pub quarters: Option<PathBuf>,
+}
+
+/// The first targets.
+const TARGET_WARM_P50_US: f64 = 1000.0;
+const TARGET_THROUGHPUT: f64 = 5000.0;
+const TARGET_COLD_P50_MS: f64 = 25.0;
+const MAX_ERROR_PERCENT: f64 = 1.0;
+
+const FUNCTION: &str = "bench-probe";
+const WARM_TENANT: &str = "bench-warm";
+const PAYLOAD: &[u8] = br#"{"action":"echo"}"#;
+/// Warm latency alternates between echo and Invoke every this many requests.
+const CHUNK: usize = 100;
+const STEPS: usize = 6;
+
+/// How much of everything, from the arguments.
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    warm_requests: usize,
+    warmup_requests: usize,
+    duration: Duration,
+    warmup_duration: Duration,
+    clients: usize,
+    cold: usize,
+    cold_warmup: usize,
+}
+
+impl Plan {
+    fn from_args(args: &BenchArgs) -> Result<Self> {
+        let q = args.quick;
+        let warm_requests = args.requests.unwrap_or(if q { 400 } else { 2000 });
+        let secs = args.duration.unwrap_or(if q { 1.5 } else { 5.0 });
+        if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+            bail!("--duration must be a number of seconds between 0 and 3600");
+        }
+        if args.clients == 0 || args.clients > 1024 {
+            bail!("--clients must be between 1 and 1024");
+        }
+        if warm_requests == 0 {
+            bail!("--requests must be at least 1");
+        }
+        let cold = args.cold.unwrap_or(if q { 40 } else { 200 });
+        if cold == 0 {
+            bail!("--cold must be at least 1");
+        }
+        Ok(Plan {
+            warm_requests,
+            warmup_requests: (warm_requests / 10).clamp(20, 200),
+            duration: Duration::from_secs_f64(secs),
+            warmup_duration: Duration::from_millis(if q { 300 } else { 500 }),
+            clients: args.clients,
+            cold,
+            cold_warmup: if q { 2 } else { 3 },
+        })
+    }
+
+    /// The throughput run alternates echo and Invoke in slices of about a second.
+    fn slices(&self) -> u32 {
+        (self.duration.as_secs_f64().round() as u32).max(1)
+    }
+}
+
+fn step(n: usize, what: &str) {
+    eprintln!("[{n}/{STEPS}] {what}");
+}
+
+fn detail(what: &str) {
+    eprintln!("      {what}");
+}
+
+/// Run the bench: start a server, deploy, measure, print the table to stdout and write JSON.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let plan = Plan::from_args(&args)?;
+    let quarters = match &args.quarters {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("finding this executable")?,
+    };
+    let probe = probe_path(&quarters);
+    if !probe.is_file() {
+        bail!("no probe function binary at {}: build with cargo build --release --workspace", probe.display());
+    }
+    let zip = zip_bootstrap(&std::fs::read(&probe).with_context(|| format!("reading {}", probe.display()))?)?;
+
+    step(1, &format!("starting the server: {} serve (fresh data dir, idle timeout 600 s)", quarters.display()));
+    let started = Instant::now();
+    let server = ServerProcess::start(&quarters).await?;
+    detail(&format!("serving at {} after {} ms", server.addr, started.elapsed().as_millis()));
+    let measured = measure(&plan, &server, &zip).await;
+    detail("stopping the server");
+    server.stop().await;
+    let m = measured?;
+
+    let rows = rows(&m, &plan);
+    let out = args.out.clone().unwrap_or_else(|| default_out_path(unix_now()));
+    step(6, &format!("results (also in {})", out.display()));
+    print!("{}", format_table(&rows));
+    let doc = results_json(&m, &plan, &rows, &quarters);
+    write_json(&out, &doc)?;
+    let failed_percent = m.invoke_errors.percent();
+    if failed_percent > MAX_ERROR_PERCENT {
+        bail!(
+            "{} of {} invocations failed ({:.2}%, more than {MAX_ERROR_PERCENT}%); the first: {}",
+            m.invoke_errors.errors,
+            m.invoke_errors.attempts,
+            failed_percent,
+            m.invoke_errors.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// `probe` next to the `quarters` binary.
+fn probe_path(quarters: &Path) -> PathBuf {
+    quarters.parent().unwrap_or_else(|| Path::new(".")).join("probe")
+}
+
+/// A zip holding one executable as `bootstrap`.
+fn zip_bootstrap(exe: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    w.start_file("bootstrap", opts)?;
+    w.write_all(exe)?;
+    Ok(w.finish()?.into_inner())
+}
+
+/// Everything measured.
+struct Measured {
+    warm_invoke: Summary,
+    warm_echo: Summary,
+    tp_invoke: Throughput,
+    tp_echo: Throughput,
+    warm_tenant_envs: Option<usize>,
+    cold: Summary,
+    invoke_errors: Book,
+    echo_errors: Book,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Throughput {
+    ok: usize,
+    elapsed: Duration,
+    latency: Summary,
+}
+
+impl Throughput {
+    fn per_sec(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 { self.ok as f64 / s } else { 0.0 }
+    }
+}
+
+/// Every call of one kind, warm-ups included: how many, and how many failed.
+#[derive(Debug, Default)]
+struct Book {
+    attempts: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Book {
+    /// Count the calls of a tally; its latencies go on to their own summary.
+    fn keep(&mut self, t: Tally) -> Vec<Duration> {
+        self.attempts += t.attempts();
+        self.errors += t.errors;
+        if self.first_error.is_none() {
+            self.first_error = t.first_error;
+        }
+        t.latencies
+    }
+
+    fn percent(&self) -> f64 {
+        error_percent(self.errors, self.attempts)
+    }
+}
+
+async fn measure(plan: &Plan, server: &ServerProcess, zip: &[u8]) -> Result<Measured> {
+    step(
+        2,
+        &format!(
+            "deploying probe ({} KiB zipped) as {FUNCTION} (PER_TENANT); starting the echo baseline",
+            zip.len() / 1024
+        ),
+    );
+    deploy(server, zip).await?;
+    let echo_server = EchoServer::start()?;
+    let path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
+    let payload = Bytes::from_static(PAYLOAD);
+    let invoke = Endpoint { addr: server.addr, path: path.clone(), payload: payload.clone(), is_invoke: true };
+    let echo = Endpoint { addr: echo_server.addr, path, payload, is_invoke: false };
+    let first = first_invoke(&invoke).await?;
+    detail(&format!("first invoke of tenant {WARM_TENANT} (a cold start) took {:.1} ms", first.as_secs_f64() * 1e3));
+    let mut invoke_errors = Book::default();
+    let mut echo_errors = Book::default();
+
+    // Warm latency: one connection each, chunks of echo and Invoke in turn.
+    step(
+        3,
+        &format!(
+            "warm latency: {} invokes (tenant {WARM_TENANT}) and {} echoes, 1 client, after {} of each to warm up...",
+            plan.warm_requests, plan.warm_requests, plan.warmup_requests
+        ),
+    );
+    let mut ic = Conn::open(invoke.addr).await?;
+    let mut ec = Conn::open(echo.addr).await?;
+    let mut wi = Tally::default();
+    let mut we = Tally::default();
+    for _ in 0..plan.warmup_requests {
+        timed_call(&mut ec, &echo, WARM_TENANT, &mut we).await?;
+        timed_call(&mut ic, &invoke, WARM_TENANT, &mut wi).await?;
+    }
+    invoke_errors.keep(std::mem::take(&mut wi));
+    echo_errors.keep(std::mem::take(&mut we));
+    let mut done = 0;
+    while done < plan.warm_requests {
+        let n = CHUNK.min(plan.warm_requests - done);
+        for _ in 0..n {
+            timed_call(&mut ec, &echo, WARM_TENANT, &mut we).await?;
+        }
+        for _ in 0..n {
+            timed_call(&mut ic, &invoke, WARM_TENANT, &mut wi).await?;
+        }
+        done += n;
+    }
+    let warm_invoke = Summary::of(&invoke_errors.keep(wi));
+    let warm_echo = Summary::of(&echo_errors.keep(we));
+    detail(&format!(
+        "invoke p50 {:.0} µs p99 {:.0} µs; echo p50 {:.0} µs p99 {:.0} µs",
+        warm_invoke.p50, warm_invoke.p99, warm_echo.p50, warm_echo.p99
+    ));
+
+    // Throughput: `clients` connections each, slices of echo and Invoke in turn.
+    step(
+        4,
+        &format!(
+            "throughput: {} clients for {:.1} s of invokes (tenant {WARM_TENANT}) and {:.1} s of echoes, in {} slice(s) each...",
+            plan.clients,
+            plan.duration.as_secs_f64(),
+            plan.duration.as_secs_f64(),
+            plan.slices()
+        ),
+    );
+    let mut iconns = open_all(invoke.addr, plan.clients).await?;
+    let mut econns = open_all(echo.addr, plan.clients).await?;
+    let (c, t, _) = run_clients(econns, &echo, WARM_TENANT, plan.warmup_duration).await?;
+    econns = c;
+    echo_errors.keep(t);
+    let (c, t, _) = run_clients(iconns, &invoke, WARM_TENANT, plan.warmup_duration).await?;
+    iconns = c;
+    invoke_errors.keep(t);
+    let slice = plan.duration / plan.slices();
+    let (mut ti, mut te) = (Tally::default(), Tally::default());
+    let (mut ti_time, mut te_time) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..plan.slices() {
+        let (c, t, el) = run_clients(econns, &echo, WARM_TENANT, slice).await?;
+        econns = c;
+        te.merge(t);
+        te_time += el;
+        let (c, t, el) = run_clients(iconns, &invoke, WARM_TENANT, slice).await?;
+        iconns = c;
+        ti.merge(t);
+        ti_time += el;
+    }
+    drop((iconns, econns));
+    let lat = invoke_errors.keep(ti);
+    let tp_invoke = Throughput { ok: lat.len(), elapsed: ti_time, latency: Summary::of(&lat) };
+    let lat = echo_errors.keep(te);
+    let tp_echo = Throughput { ok: lat.len(), elapsed: te_time, latency: Summary::of(&lat) };
+    let warm_tenant_envs = count_envs(server, WARM_TENANT).await;
+    detail(&format!(
+        "invoke {:.0}/s, echo {:.0}/s; tenant {WARM_TENANT} has {} environment(s)",
+        tp_invoke.per_sec(),
+        tp_echo.per_sec(),
+        warm_tenant_envs.map_or("?".to_string(), |n| n.to_string())
+    ));
+
+    // Cold starts: one connection, a new tenant every time.
+    step(
+        5,
+        &format!("cold start: {} invokes, each by a new tenant, after {} to warm up...", plan.cold, plan.cold_warmup),
+    );
+    let mut tc = Tally::default();
+    for i in 0..plan.cold_warmup {
+        timed_call(&mut ic, &invoke, &format!("cold-warmup-{i}-{}", uuid::Uuid::new_v4()), &mut tc).await?;
+    }
+    invoke_errors.keep(std::mem::take(&mut tc));
+    for i in 0..plan.cold {
+        timed_call(&mut ic, &invoke, &format!("cold-{i}-{}", uuid::Uuid::new_v4()), &mut tc).await?;
+    }
+    let cold = Summary::of(&invoke_errors.keep(tc));
+    detail(&format!("p50 {:.2} ms p99 {:.2} ms", cold.p50 / 1e3, cold.p99 / 1e3));
+    drop(echo_server);
+
+    Ok(Measured { warm_invoke, warm_echo, tp_invoke, tp_echo, warm_tenant_envs, cold, invoke_errors, echo_errors })
+}
+
+async fn deploy(server: &ServerProcess, zip: &[u8]) -> Result<()> {
+    let body = json!({
+        "FunctionName": FUNCTION,
+        "Runtime": "provided.al2023",
+        "Role": "arn:aws:iam::000000000000:role/bench",
+        "Handler": "bootstrap",
+        "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
+        "MemorySize": 128,
+        "Timeout": 10,
+        "TenancyConfig": { "TenantIsolationMode": "PER_TENANT" },
+    });
+    let (status, _, resp) =
+        call_once(server.addr, http::Method::POST, "/2015-03-31/functions", Some(Bytes::from(body.to_string())))
+            .await
+            .context("CreateFunction")?;
+    if !status.is_success() {
+        bail!("CreateFunction answered {status}: {}", String::from_utf8_lossy(&resp));
+    }
+    // Lambda clients wait for the function to be Active before invoking it; so does the bench.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, resp) =
+            call_once(server.addr, http::Method::GET, &format!("/2015-03-31/functions/{FUNCTION}"), None).await?;
+        let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
+        let state = v["Configuration"]["State"].as_str().unwrap_or("");
+        if status.is_success() && (state == "Active" || state.is_empty()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the function is not Active after 30 s (GetFunction: {status}, State {state:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The first invoke, checked for what the probe must answer.
+async fn first_invoke(invoke: &Endpoint) -> Result<Duration> {
+    let mut conn = Conn::open(invoke.addr).await?;
+    let start = Instant::now();
+    let (status, headers, body) = conn.send(invoke.request(WARM_TENANT)?).await?;
+    let took = start.elapsed();
+    let fe = headers.get("x-amz-function-error").map(|v| v.to_str().unwrap_or("?").to_owned());
+    if let Err(e) = net::check_response(status.as_u16(), fe.as_deref()) {
+        bail!("the first invoke failed: {e}: {}", String::from_utf8_lossy(&body));
+    }
+    let v: Value = serde_json::from_slice(&body).context("the probe's answer is not JSON")?;
+    if v["tenantId"] != WARM_TENANT || v["payload"]["action"] != "echo" {
+        bail!("the probe's answer is not an echo for tenant {WARM_TENANT}: {v}");
+    }
+    Ok(took)
+}
+
+async fn open_all(addr: std::net::SocketAddr, n: usize) -> Result<Vec<Conn>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(Conn::open(addr).await?);
+    }
+    Ok(out)
+}
+
+/// Every connection sends requests back to back until `dur` is over; returns the connections,
+/// the merged tally and the wall time until the last response.
+async fn run_clients(
+    conns: Vec<Conn>,
+    ep: &Endpoint,
+    tenant: &str,
+    dur: Duration,
+) -> Result<(Vec<Conn>, Tally, Duration)> {
+    let start = Instant::now();
+    let until = start + dur;
+    let handles: Vec<_> = conns
+        .into_iter()
+        .map(|mut conn| {
+            let ep = ep.clone();
+            let tenant = tenant.to_owned();
+            tokio::spawn(async move {
+                let mut t = Tally::default();
+                while Instant::now() < until {
+                    timed_call(&mut conn, &ep, &tenant, &mut t).await?;
+                }
+                Ok::<_, anyhow::Error>((conn, t))
+            })
+        })
+        .collect();
+    let mut conns = Vec::with_capacity(handles.len());
+    let mut tally = Tally::default();
+    for h in handles {
+        let (c, t) = h.await.context("a client task")??;
+        conns.push(c);
+        tally.merge(t);
+    }
+    Ok((conns, tally, start.elapsed()))
+}
+
+/// How many environments one tenant of the bench function has (diagnostic only).
+async fn count_envs(server: &ServerProcess, tenant: &str) -> Option<usize> {
+    let path = format!("/quarters/v1/environments?function={FUNCTION}");
+    let (status, _, body) = call_once(server.addr, http::Method::GET, &path, None).await.ok()?;
+    if !status.is_success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&body).ok()?;
+    Some(v["Environments"].as_array()?.iter().filter(|e| e["Tenant"] == tenant).count())
+}
+
+fn error_percent(errors: u64, attempts: u64) -> f64 {
+    if attempts == 0 { 0.0 } else { 100.0 * errors as f64 / attempts as f64 }
+}
+
+fn rows(m: &Measured, plan: &Plan) -> Vec<Row> {
+    let (wi, we) = (&m.warm_invoke, &m.warm_echo);
+    let (ti, te) = (&m.tp_invoke, &m.tp_echo);
+    vec![
+        Row::new("warm invoke p50", Unit::Micros, wi.p50)
+            .baseline("echo", we.p50)
+            .target(Target::AtMost(TARGET_WARM_P50_US)),
+        Row::new("warm invoke p90", Unit::Micros, wi.p90).baseline("echo", we.p90),
+        Row::new("warm invoke p99", Unit::Micros, wi.p99).baseline("echo", we.p99),
+        Row::new("warm invoke mean", Unit::Micros, wi.mean).baseline("echo", we.mean),
+        Row::new(format!("throughput, {} clients", plan.clients), Unit::PerSec, ti.per_sec())
+            .baseline("echo", te.per_sec())
+            .target(Target::AtLeast(TARGET_THROUGHPUT)),
+        Row::new("throughput p50", Unit::Micros, ti.latency.p50).baseline("echo", te.latency.p50),
+        Row::new("throughput p99", Unit::Micros, ti.latency.p99).baseline("echo", te.latency.p99),
+        Row::new("new-tenant cold start p50", Unit::Millis, m.cold.p50 / 1e3)
+            .baseline("warm", wi.p50 / 1e3)
+            .target(Target::AtMost(TARGET_COLD_P50_MS)),
+        Row::new("new-tenant cold start p99", Unit::Millis, m.cold.p99 / 1e3).baseline("warm", wi.p99 / 1e3),
+        Row::new("failed invocations", Unit::Percent, m.invoke_errors.percent())
+            .target(Target::AtMost(MAX_ERROR_PERCENT)),
+    ]
+}
+
+fn throughput_json(t: &Throughput) -> Value {
+    json!({
+        "requests": t.ok,
+        "elapsed_s": round2(t.elapsed.as_secs_f64()),
+        "per_s": round2(t.per_sec()),
+        "latency": t.latency.to_json(),
+    })
+}
+
+fn results_json(m: &Measured, plan: &Plan, rows: &[Row], quarters: &Path) -> Value {
+    json!({
+        "timestamp": unix_now(),
+        "quarters": quarters.display().to_string(),
+        "git": git_info(quarters),
+        "machine": machine_info(),
+        "config": {
+            "warm_requests": plan.warm_requests,
+            "warmup_requests": plan.warmup_requests,
+            "throughput_clients": plan.clients,
+            "throughput_duration_s": plan.duration.as_secs_f64(),
+            "cold_starts": plan.cold,
+        },
+        "metrics": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        "targets_met": rows.iter().all(|r| r.met() != Some(false)),
+        "warm": { "invoke": m.warm_invoke.to_json(), "echo": m.warm_echo.to_json() },
+        "throughput": {
+            "invoke": throughput_json(&m.tp_invoke),
+            "echo": throughput_json(&m.tp_echo),
+            "environments_of_tenant": m.warm_tenant_envs,
+        },
+        "cold": { "latency": m.cold.to_json(), "p50_ms": round2(m.cold.p50 / 1e3), "p99_ms": round2(m.cold.p99 / 1e3) },
+        "errors": {
+            "invokes": m.invoke_errors.attempts,
+            "failed": m.invoke_errors.errors,
+            "first": m.invoke_errors.first_error,
+            "echoes": m.echo_errors.attempts,
+            "echo_failed": m.echo_errors.errors,
+            "echo_first": m.echo_errors.first_error,
+        },
+    })
+}
+
+fn write_json(path: &Path, doc: &Value) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut text = serde_json::to_string_pretty(doc)?;
+    text.push('\n');
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn default_out_path(unix_secs: u64) -> PathBuf {
+    PathBuf::from("bench-results").join(format!("bench-{unix_secs}.json"))
+}
+
+/// The `model name` of the first CPU in `/proc/cpuinfo`.
+fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "model name").then(|| v.trim().to_string())
+    })
+}
+
+fn machine_info() -> Value {
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().as_deref().and_then(cpu_model),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
+    })
+}
+
+/// The commit the benchmarked binary was (probably) built from: that of the repository holding
+/// it, else that of the working directory.
+fn git_info(quarters: &Path) -> Value {
+    let git = |dir: Option<&Path>, args: &[&str]| {
+        let mut cmd = std::process::Command::new("git");
+        cmd.args(args).stderr(std::process::Stdio::null());
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
+        let out = cmd.output().ok().filter(|o| o.status.success())?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    for dir in [quarters.parent(), None] {
+        if let Some(commit) = git(dir, &["rev-parse", "HEAD"]).filter(|c| !c.is_empty()) {
+            let dirty = git(dir, &["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
+            return json!({ "commit": commit, "dirty": dirty });
+        }
+    }
+    Value::Null
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> BenchArgs {
+        BenchArgs { quick: false, requests: None, duration: None, clients: 4, cold: None, out: None, quarters: None }
+    }
+
+    #[test]
+    fn plans() -> Result<()> {
+        let full = Plan::from_args(&args())?;
+        assert_eq!(full.warm_requests, 2000);
+        assert_eq!(full.duration, Duration::from_secs(5));
+        assert_eq!(full.cold, 200);
+        assert_eq!(full.slices(), 5);
+        let quick = Plan::from_args(&BenchArgs { quick: true, ..args() })?;
+        assert_eq!(quick.warm_requests, 400);
+        assert_eq!(quick.duration, Duration::from_millis(1500));
+        assert_eq!(quick.cold, 40);
+        assert_eq!(quick.slices(), 2);
+        let custom = Plan::from_args(&BenchArgs { quick: true, requests: Some(10), cold: Some(3), ..args() })?;
+        assert_eq!((custom.warm_requests, custom.warmup_requests, custom.cold), (10, 20, 3));
+        assert!(Plan::from_args(&BenchArgs { duration: Some(0.0), ..args() }).is_err());
+        assert!(Plan::from_args(&BenchArgs { clients: 0, ..args() }).is_err());
+        assert_eq!(Plan::from_args(&BenchArgs { duration: Some(0.2), ..args() })?.slices(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn cpu_model_is_found() {
+        let info = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t: fpu\n\nprocessor\t: 1\nmodel name\t: other\n";
+        assert_eq!(cpu_model(info).as_deref(), Some("Intel(R) Xeon(R) Processor"));
+        assert_eq!(cpu_model("processor : 0\n"), None);
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(default_out_path(1700000000), PathBuf::from("bench-results/bench-1700000000.json"));
+        assert_eq!(probe_path(Path::new("/x/target/release/quarters")), PathBuf::from("/x/target/release/probe"));
+    }
+
+    #[test]
+    fn error_percentages() {
+        assert_eq!(error_percent(0, 0), 0.0);
+        assert_eq!(error_percent(1, 200), 0.5);
+        assert!(error_percent(3, 200) > MAX_ERROR_PERCENT);
+    }
+
+    #[test]
+    fn bootstrap_zip_is_executable() -> Result<()> {
+        let zip = zip_bootstrap(b"#!/bin/sh\n")?;
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))?;
+        let f = archive.by_name("bootstrap")?;
+        assert_eq!(f.unix_mode().map(|m| m & 0o777), Some(0o755));
+        assert_eq!(f.size(), 10);
+        Ok(())
+    }
+
+    #[test]
+    fn books_count_every_call() {
+        let mut book = Book::default();
+        let mut t = Tally::default();
+        t.latencies.push(Duration::from_millis(1));
+        t.latencies.push(Duration::from_millis(2));
+        t.error("boom".into());
+        let lat = book.keep(t);
+        assert_eq!(lat.len(), 2);
+        assert_eq!((book.attempts, book.errors), (3, 1));
+        assert_eq!(book.first_error.as_deref(), Some("boom"));
+        let mut t = Tally::default();
+        t.latencies.push(Duration::from_millis(1));
+        book.keep(t);
+        assert_eq!(book.attempts, 4);
+        assert_eq!(book.percent(), 25.0);
+    }
+
+    #[test]
+    fn rows_check_the_targets() {
+        let s = |p50: f64| Summary { count: 1, min: p50, p50, p90: p50, p99: p50, max: p50, mean: p50 };
+        let tp = |ok| Throughput { ok, elapsed: Duration::from_secs(1), latency: s(100.0) };
+        let m = Measured {
+            warm_invoke: s(800.0),
+            warm_echo: s(50.0),
+            tp_invoke: tp(4000),
+            tp_echo: tp(40000),
+            warm_tenant_envs: Some(4),
+            cold: s(20_000.0),
+            invoke_errors: Book { attempts: 200, errors: 1, first_error: None },
+            echo_errors: Book::default(),
+        };
+        let plan = Plan::from_args(&args()).expect("plan");
+        let rows = rows(&m, &plan);
+        let met: Vec<Option<bool>> = rows.iter().map(Row::met).filter(Option::is_some).collect();
+        assert_eq!(met, vec![Some(true), Some(false), Some(true), Some(true)]);
+        assert!(rows.iter().any(|r| r.name == "failed invocations" && r.value == 0.5));
+        let doc = results_json(&m, &plan, &rows, Path::new("/nonexistent/quarters"));
+        assert_eq!(doc["targets_met"], json!(false));
+        assert_eq!(doc["metrics"].as_array().map(Vec::len), Some(rows.len()));
+        assert_eq!(doc["throughput"]["environments_of_tenant"], json!(4));
+        assert_eq!(doc["errors"]["invokes"], json!(200));
+        assert_eq!(doc["errors"]["failed"], json!(1));
+    }
+}

@@ -1,0 +1,110 @@
+//! The Quarters server under test, run as a subprocess of its own binary.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use http::Method;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::net::call_once;
+
+/// How long the server may take to answer its first request.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long it may take to end every environment after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    child: Child,
+    _data_dir: tempfile::TempDir,
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl ServerProcess {
+    /// Spawn `<quarters> serve` on a free port with a fresh data directory and wait until it
+    /// answers ListFunctions.
+    pub async fn start(quarters: &Path) -> Result<Self> {
+        let data_dir = tempfile::Builder::new().prefix("quarters-bench-").tempdir().context("creating a data dir")?;
+        let port = free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut child = Command::new(quarters)
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--idle-timeout", "600"])
+            .env("QUARTERS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", quarters.display()))?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("      server: {line}");
+                }
+            });
+        }
+        let mut server = ServerProcess { addr, child, _data_dir: data_dir };
+        if let Err(e) = server.wait_ready().await {
+            server.stop().await;
+            return Err(e);
+        }
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the server exited before answering ({status})");
+            }
+            match call_once(self.addr, Method::GET, "/2015-03-31/functions", None).await {
+                Ok((status, _, _)) if status.as_u16() == 200 => return Ok(()),
+                Ok((status, _, body)) if Instant::now() > deadline => {
+                    bail!("the server answers {status}: {}", String::from_utf8_lossy(&body))
+                }
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!("the server did not answer within {START_TIMEOUT:?}")));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// SIGTERM, then wait for the server to end its environments; SIGKILL if it takes too long.
+    pub async fn stop(mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) with a pid we spawned and have not reaped (so it cannot have been
+            // reused) and a valid signal number; it touches no memory of ours.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(Ok(status)) if !status.success() => eprintln!("      the server exited with {status}"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("      waiting for the server: {e}"),
+            Err(_) => {
+                eprintln!("      the server did not stop within {STOP_TIMEOUT:?} of SIGTERM; killing it");
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+}
