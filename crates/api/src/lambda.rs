@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
-use quarters_control::FunctionEntry;
+use quarters_control::{FunctionEntry, Resolved};
 use quarters_invoke::{InvokeRequest, Target};
 use quarters_types::{FunctionRef, Qualifier, TenantId, limits};
 use serde_json::{Value, json};
@@ -381,6 +381,129 @@ pub async fn account_settings(State(app): State<Arc<App>>) -> ApiResult {
     )
 }
 
+/// What the environment manager needs to run a resolved version.
+pub(crate) fn target_of(resolved: &Resolved, invoked_arn: String) -> Target {
+    Target {
+        function_uid: resolved.entry.uid.as_str().into(),
+        version: resolved.version.version.as_str().into(),
+        generation: resolved.version.generation,
+        config: Arc::new(resolved.version.config.clone()),
+        task_dir: resolved.task_dir.clone(),
+        invoked_arn,
+        reserved_concurrency: resolved.entry.reserved_concurrency,
+        tenant_concurrency: resolved.entry.tenant_concurrency,
+    }
+}
+
+/// Keep a tenant-ready pool of `size` environments of `name:qualifier` (0 removes it).
+pub(crate) fn register_pool(app: &App, uid: &str, name: &str, qualifier: &Qualifier, size: u32) {
+    let control = app.control.clone();
+    let (n, q) = (name.to_owned(), qualifier.clone());
+    let arn = app.control.arns.qualified(name, &qualifier.to_string());
+    let resolver: quarters_invoke::TargetResolver =
+        Arc::new(move || control.resolve(&n, Some(&q)).ok().map(|r| target_of(&r, arn.clone())));
+    app.manager.set_ready_pool(uid, &qualifier.to_string(), size, resolver);
+}
+
+fn provisioned_body(app: &App, e: &FunctionEntry, qualifier: &str, requested: u32, set_ms: u64) -> Value {
+    let available = app.manager.ready_pool_status(&e.uid, qualifier).map(|s| s.available).unwrap_or(0).min(requested);
+    json!({
+        "RequestedProvisionedConcurrentExecutions": requested,
+        "AvailableProvisionedConcurrentExecutions": available,
+        "AllocatedProvisionedConcurrentExecutions": available,
+        "Status": if available >= requested { "READY" } else { "IN_PROGRESS" },
+        "LastModified": quarters_types::time::last_modified(set_ms),
+    })
+}
+
+fn required_qualifier(q: &Q) -> Result<Qualifier, ApiError> {
+    let raw = q.get("Qualifier").filter(|s| !s.is_empty()).ok_or_else(|| {
+        ApiError::from(quarters_types::ValidationError::model(
+            "1 validation error detected: Value null at 'qualifier' failed to satisfy constraint: Member must not be null",
+        ))
+    })?;
+    Ok(Qualifier::parse(raw)?)
+}
+
+/// PutProvisionedConcurrencyConfig. AWS refuses it for tenant-isolated functions; Quarters
+/// gives it a meaning there: a pool of environments that have run their init and are bound to
+/// a tenant at that tenant's first call.
+pub async fn put_provisioned(State(app): State<Arc<App>>, Path(name): Path<String>, q: Q, body: Bytes) -> ApiResult {
+    let r = FunctionRef::parse(&name, None)?;
+    let qualifier = required_qualifier(&q)?;
+    let input: wire::ProvisionedIn = wire::parse(&body)?;
+    let n = input.provisioned_concurrent_executions.ok_or_else(|| {
+        ApiError::from(quarters_types::ValidationError::model(
+            "1 validation error detected: Value null at 'provisionedConcurrentExecutions' failed to satisfy constraint: Member must not be null",
+        ))
+    })?;
+    if n < 1 {
+        return Err(quarters_types::ValidationError::constraint(
+            &n.to_string(),
+            "provisionedConcurrentExecutions",
+            "Member must have value greater than or equal to 1",
+        )
+        .into());
+    }
+    let n = u32::try_from(n).map_err(|_| ApiError::invalid("ProvisionedConcurrentExecutions is too large"))?;
+    if n > app.control.account_concurrency {
+        return Err(ApiError::invalid(format!(
+            "Requested Provisioned Concurrency should not be greater than the account's concurrency limit of {}.",
+            app.control.account_concurrency
+        )));
+    }
+    app.control.resolve(r.name.as_str(), Some(&qualifier))?;
+    let a = app.clone();
+    let (fname, qs) = (r.name.as_str().to_owned(), qualifier.to_string());
+    blocking(move || a.control.set_provisioned(&fname, &qs, Some(n))).await?;
+    let e = app.control.get(r.name.as_str())?;
+    register_pool(&app, &e.uid, r.name.as_str(), &qualifier, n);
+    let set = e.provisioned.get(&qualifier.to_string()).map(|(_, t)| *t).unwrap_or(0);
+    ok(StatusCode::ACCEPTED, provisioned_body(&app, &e, &qualifier.to_string(), n, set))
+}
+
+fn provisioned_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ProvisionedConcurrencyConfigNotFoundException",
+        "No Provisioned Concurrency Config found for this function",
+    )
+}
+
+pub async fn get_provisioned(State(app): State<Arc<App>>, Path(name): Path<String>, q: Q) -> ApiResult {
+    let r = FunctionRef::parse(&name, None)?;
+    let e = app.control.get(r.name.as_str())?;
+    if q.get("List").is_some() {
+        let configs: Vec<Value> = e
+            .provisioned
+            .iter()
+            .map(|(qual, (n, t))| {
+                let mut v = provisioned_body(&app, &e, qual, *n, *t);
+                v["FunctionArn"] = app.control.arns.qualified(r.name.as_str(), qual).into();
+                v
+            })
+            .collect();
+        return ok(StatusCode::OK, json!({ "ProvisionedConcurrencyConfigs": configs }));
+    }
+    let qualifier = required_qualifier(&q)?.to_string();
+    let (n, t) = e.provisioned.get(&qualifier).copied().ok_or_else(provisioned_not_found)?;
+    ok(StatusCode::OK, provisioned_body(&app, &e, &qualifier, n, t))
+}
+
+pub async fn delete_provisioned(State(app): State<Arc<App>>, Path(name): Path<String>, q: Q) -> ApiResult {
+    let r = FunctionRef::parse(&name, None)?;
+    let qualifier = required_qualifier(&q)?;
+    let e = app.control.get(r.name.as_str())?;
+    if !e.provisioned.contains_key(&qualifier.to_string()) {
+        return Err(provisioned_not_found());
+    }
+    let a = app.clone();
+    let (fname, qs) = (r.name.as_str().to_owned(), qualifier.to_string());
+    blocking(move || a.control.set_provisioned(&fname, &qs, None)).await?;
+    register_pool(&app, &e.uid, r.name.as_str(), &qualifier, 0);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
@@ -465,7 +588,6 @@ pub async fn invoke(
             Some(text)
         }
     };
-    let version = resolved.version.version.clone();
     if invocation_type == "DryRun" {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -474,16 +596,7 @@ pub async fn invoke(
         None => app.control.arns.function(r.name.as_str()),
     };
     let req = InvokeRequest {
-        target: Target {
-            function_uid: resolved.entry.uid.as_str().into(),
-            version: version.as_str().into(),
-            generation: resolved.version.generation,
-            config: Arc::new(config.clone()),
-            task_dir: resolved.task_dir,
-            invoked_arn,
-            reserved_concurrency: resolved.entry.reserved_concurrency,
-            tenant_concurrency: resolved.entry.tenant_concurrency,
-        },
+        target: target_of(&resolved, invoked_arn),
         tenant,
         payload: body,
         client_context,

@@ -76,6 +76,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
         .route("/2017-10-31/functions/{name}/concurrency", put(put_concurrency).delete(delete_concurrency))
         .route("/2019-09-30/functions/{name}/concurrency", get(get_concurrency))
+        .route(
+            "/2019-09-30/functions/{name}/provisioned-concurrency",
+            get(get_provisioned).put(put_provisioned).delete(delete_provisioned),
+        )
         .route("/2016-08-19/account-settings", get(account_settings))
         .merge(quarters::routes())
         .fallback(not_found)
@@ -98,6 +102,17 @@ fn trim_trailing_slash(mut req: Request) -> Request {
         }
     }
     req
+}
+
+/// Start the tenant-ready pools stored with each function (after a restart).
+pub fn restore_pools(app: &App) {
+    for e in app.control.list() {
+        for (q, (n, _)) in &e.provisioned {
+            if let Ok(q) = quarters_types::Qualifier::parse(q) {
+                lambda::register_pool(app, &e.uid, &e.latest.config.name, &q, *n);
+            }
+        }
+    }
 }
 
 /// Serve until `shutdown` resolves, then end every environment.

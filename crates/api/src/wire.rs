@@ -141,6 +141,12 @@ pub struct AliasIn {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
+pub struct ProvisionedIn {
+    pub provisioned_concurrent_executions: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ConcurrencyIn {
     pub reserved_concurrent_executions: Option<i64>,
 }

@@ -95,6 +95,17 @@ enum Command {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Keep a pool of environments that have run their init, ready for new tenants (sets the
+    /// provisioned concurrency of a version or alias; 0 removes it; no --size shows it).
+    Pool {
+        function: String,
+        #[arg(long)]
+        size: Option<u32>,
+        #[arg(long, default_value = "$LATEST")]
+        qualifier: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// Cap how many invocations of a function one tenant may have in flight (beyond Lambda).
     TenantLimit {
         function: String,
@@ -209,6 +220,38 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let v = Client::new(&endpoint.endpoint).ok(reqwest::Method::DELETE, &path, None).await?;
             println!("destroyed {} environment(s) of tenant {tenant}", v["DestroyedEnvironments"]);
+        }
+        Command::Pool { function, size, qualifier, endpoint } => {
+            let c = Client::new(&endpoint.endpoint);
+            let path = format!(
+                "/2019-09-30/functions/{}/provisioned-concurrency?Qualifier={}",
+                urlencode(&function),
+                urlencode(&qualifier)
+            );
+            match size {
+                Some(0) => {
+                    c.ok(reqwest::Method::DELETE, &path, None).await?;
+                    println!("removed the tenant-ready pool of {function}:{qualifier}");
+                }
+                Some(n) => {
+                    c.ok(
+                        reqwest::Method::PUT,
+                        &path,
+                        Some(serde_json::json!({ "ProvisionedConcurrentExecutions": n })),
+                    )
+                    .await?;
+                    println!("{function}:{qualifier} keeps {n} environment(s) ready for new tenants");
+                }
+                None => {
+                    let v = c.ok(reqwest::Method::GET, &path, None).await?;
+                    println!(
+                        "{function}:{qualifier}: {} of {} ready ({})",
+                        v["AvailableProvisionedConcurrentExecutions"],
+                        v["RequestedProvisionedConcurrentExecutions"],
+                        v["Status"].as_str().unwrap_or("?")
+                    );
+                }
+            }
         }
         Command::TenantLimit { function, max_concurrency, clear, endpoint } => {
             let c = Client::new(&endpoint.endpoint);

@@ -155,6 +155,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let app = Arc::new(App { control, manager, logs, base_url: format!("http://{addr}") });
+    quarters_api::restore_pools(&app);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(quarters_api::serve(app, listener, async move {
         let _ = stop_rx.await;

@@ -72,6 +72,10 @@ pub struct FunctionEntry {
     /// Beyond Lambda: the most invocations one tenant may have in flight.
     #[serde(default)]
     pub tenant_concurrency: Option<u32>,
+    /// Tenant-ready pool sizes by qualifier (PutProvisionedConcurrencyConfig), with the time
+    /// each was set.
+    #[serde(default)]
+    pub provisioned: BTreeMap<String, (u32, u64)>,
     pub next_version: u64,
     pub tags: BTreeMap<String, String>,
 }
@@ -201,6 +205,7 @@ impl ControlPlane {
             aliases: BTreeMap::new(),
             reserved_concurrency: None,
             tenant_concurrency: None,
+            provisioned: BTreeMap::new(),
             next_version: 1,
             tags: new.tags,
         };
@@ -389,6 +394,21 @@ impl ControlPlane {
                 }
             }
             e.reserved_concurrency = reserved;
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    pub fn set_provisioned(&self, name: &str, qualifier: &str, size: Option<u32>) -> Result<(), ControlError> {
+        self.modify(name, |e| {
+            match size {
+                Some(n) => {
+                    e.provisioned.insert(qualifier.to_owned(), (n, now_ms()));
+                }
+                None => {
+                    e.provisioned.remove(qualifier);
+                }
+            }
             Ok(())
         })
         .map(|_| ())

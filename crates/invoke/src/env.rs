@@ -38,6 +38,8 @@ impl EnvState {
 pub(crate) struct EnvInfo {
     pub id: EnvId,
     pub key: PoolKey,
+    /// Started ahead of demand for a tenant-ready pool, and not bound to a tenant yet.
+    pub pooled: bool,
     pub function_name: Arc<str>,
     pub log_stream: Arc<str>,
     pub created_ms: u64,
@@ -51,12 +53,28 @@ impl EnvInfo {
         Self {
             id,
             key,
+            pooled: false,
             function_name,
             log_stream,
             created_ms: now,
             state: AtomicU8::new(0),
             invocations: AtomicU64::new(0),
             last_used_ms: AtomicU64::new(now),
+        }
+    }
+
+    /// The same environment, bound to `key`.
+    fn rebound(&self, key: PoolKey) -> Self {
+        Self {
+            id: self.id,
+            key,
+            pooled: false,
+            function_name: self.function_name.clone(),
+            log_stream: self.log_stream.clone(),
+            created_ms: self.created_ms,
+            state: AtomicU8::new(self.state.load(Ordering::Relaxed)),
+            invocations: AtomicU64::new(self.invocations.load(Ordering::Relaxed)),
+            last_used_ms: AtomicU64::new(self.last_used_ms.load(Ordering::Relaxed)),
         }
     }
 
@@ -131,6 +149,29 @@ impl Env {
             });
         }
         self.rapi.dispatch(inv).map_err(|_| DispatchError::Busy(self.info.id))
+    }
+
+    /// Bind a pooled environment, which has run its init but never served an invocation, to
+    /// `key` (and so to its tenant) for the rest of its life. Besides creation, this is the only
+    /// place an environment's binding is set, and it can happen once.
+    pub fn bind(&mut self, key: &PoolKey) -> Result<(), DispatchError> {
+        let i = &self.info;
+        let fresh = i.pooled && i.key.tenant.is_none() && i.invocations.load(Ordering::SeqCst) == 0;
+        let same_code = i.key.function_uid == key.function_uid
+            && i.key.version == key.version
+            && i.key.generation == key.generation;
+        if !fresh || !same_code {
+            return Err(DispatchError::WrongBinding {
+                env: i.id,
+                bound: Box::new(i.key.clone()),
+                asked: Box::new(key.clone()),
+            });
+        }
+        if let Some(t) = &key.tenant {
+            self.logs.bind_tenant(t.clone());
+        }
+        self.info = Arc::new(self.info.rebound(key.clone()));
+        Ok(())
     }
 
     pub fn is_dead(&self) -> bool {

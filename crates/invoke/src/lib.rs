@@ -11,7 +11,9 @@ mod logs;
 mod manager;
 
 pub use env::{EnvState, EnvView};
-pub use manager::{InvokeError, InvokeRequest, InvokeResponse, Manager, ManagerConfig, PoolKey, Target};
+pub use manager::{
+    InvokeError, InvokeRequest, InvokeResponse, Manager, ManagerConfig, PoolKey, PoolStatus, Target, TargetResolver,
+};
 
 #[cfg(test)]
 mod fake;

@@ -21,7 +21,8 @@ pub(crate) struct StreamMeta {
     pub function: Arc<str>,
     pub version: Arc<str>,
     pub format: LogFormat,
-    pub tenant: Option<TenantId>,
+    /// Set at creation, or when a pooled environment is bound to its tenant.
+    pub tenant: std::sync::OnceLock<TenantId>,
 }
 
 #[derive(Default)]
@@ -113,6 +114,11 @@ impl LogCapture {
         }
     }
 
+    /// Record the tenant a pooled environment was bound to (once).
+    pub fn bind_tenant(&self, tenant: TenantId) {
+        let _ = self.meta.tenant.set(tenant);
+    }
+
     /// Begin an invocation: its lines carry its request id, and are kept for Tail if asked.
     pub fn begin(&self, request_id: Arc<str>, tail: bool) {
         let mut c = lock(&self.current);
@@ -167,7 +173,7 @@ impl LogCapture {
             log_stream: self.meta.log_stream.clone(),
             function: self.meta.function.clone(),
             version: self.meta.version.clone(),
-            tenant: self.meta.tenant.clone(),
+            tenant: self.meta.tenant.get().cloned(),
             request_id,
             message,
         });
@@ -177,7 +183,7 @@ impl LogCapture {
     /// during an invocation of a tenant, `tenantId`. Lines that are JSON objects keep their
     /// fields; other lines are wrapped.
     fn json_app_line(&self, line: String, request_id: Option<&str>) -> String {
-        let tenant = if request_id.is_some() { self.meta.tenant.as_ref() } else { None };
+        let tenant = if request_id.is_some() { self.meta.tenant.get() } else { None };
         match serde_json::from_str::<serde_json::Value>(&line) {
             Ok(serde_json::Value::Object(mut map)) => {
                 if let Some(id) = request_id {

@@ -17,6 +17,10 @@ use tracing::Instrument;
 use crate::env::{Env, EnvInfo, EnvState, EnvView};
 use crate::logs::{LogCapture, StreamMeta, lock};
 
+#[path = "pool.rs"]
+mod pool;
+pub use pool::{PoolStatus, TargetResolver};
+
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
     /// Base of the environments' private run directories (kept short: socket paths are
@@ -111,6 +115,8 @@ struct State {
     per_tenant: HashMap<(Arc<str>, TenantId), u32>,
     /// The newest generation seen per (function, version): older environments are retired.
     generation: HashMap<(Arc<str>, Arc<str>), u64>,
+    /// Tenant-ready pools, by (function uid, qualifier).
+    ready: HashMap<(Arc<str>, Arc<str>), pool::ReadyPool>,
     shutting_down: bool,
 }
 
@@ -179,6 +185,15 @@ impl Manager {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 Manager { inner }.reap();
+            }
+        });
+        let weak = Arc::downgrade(&m.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                Manager { inner }.refill();
             }
         });
         Ok(m)
@@ -291,6 +306,20 @@ impl Manager {
                     }
                 }
             }
+            if found.is_none()
+                && let Some(mut env) = self.take_ready(&mut st, key)
+            {
+                match env.bind(key) {
+                    Ok(()) => {
+                        st.all.insert(env.info.id, env.info.clone());
+                        found = Some(env);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a pooled environment could not be bound");
+                        doomed.push(env);
+                    }
+                }
+            }
             if found.is_none() {
                 // A new environment: the tenant-environment cap applies.
                 if key.tenant.is_some() {
@@ -338,6 +367,10 @@ impl Manager {
     }
 
     fn spawn_env(&self, key: &PoolKey, target: &Target) -> Result<Env, InvokeError> {
+        self.spawn_env_as(key, target, false)
+    }
+
+    fn spawn_env_as(&self, key: &PoolKey, target: &Target, pooled: bool) -> Result<Env, InvokeError> {
         let cfg = &target.config;
         let id = EnvId::from_random(rand::random());
         let now = now_ms();
@@ -375,7 +408,7 @@ impl Manager {
             function: cfg.name.as_str().into(),
             version: key.version.clone(),
             format: cfg.logging.log_format,
-            tenant: key.tenant.clone(),
+            tenant: key.tenant.clone().map(std::sync::OnceLock::from).unwrap_or_default(),
         };
         let logs = LogCapture::new(meta, self.inner.logs.clone(), launched.output).map_err(fail)?;
         tokio::spawn(logs.clone().run());
@@ -386,7 +419,9 @@ impl Manager {
                 exited.await.unwrap_or(Exit { status: ExitInfo::Unknown, oom_killed: false, memory_peak_bytes: None });
             let _ = exit_tx.send(Some(exit));
         });
-        let info = Arc::new(EnvInfo::new(id, key.clone(), cfg.name.as_str().into(), stream, now));
+        let mut info = EnvInfo::new(id, key.clone(), cfg.name.as_str().into(), stream, now);
+        info.pooled = pooled;
+        let info = Arc::new(info);
         lock(&self.inner.state).all.insert(id, info.clone());
         tracing::info!(env = %id, "environment started");
         let env = Env {
@@ -569,6 +604,7 @@ impl Manager {
     }
 
     /// Destroy idle environments past their idle timeout or lifetime, and dead ones.
+    /// (Ready pools are topped up by [`pool::refill`].)
     fn reap(&self) {
         let idle_timeout = self.inner.cfg.idle_timeout;
         let max_life = self.inner.cfg.max_lifetime;
@@ -694,7 +730,9 @@ impl Manager {
         let doomed: Vec<Env> = {
             let mut st = lock(&self.inner.state);
             st.shutting_down = true;
-            st.idle.drain().flat_map(|(_, p)| p).collect()
+            let mut all: Vec<Env> = st.idle.drain().flat_map(|(_, p)| p).collect();
+            all.extend(st.ready.drain().flat_map(|(_, p)| p.envs));
+            all
         };
         for env in doomed {
             self.destroy(env);
@@ -1131,6 +1169,56 @@ mod tests {
             assert!(b.await.expect("join").is_ok());
         }
         assert!(f.manager.invoke(request(&t, "noisy")).await.is_ok(), "the limit frees up");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tenant_ready_pool_serves_new_tenants_without_init_and_refills() {
+        let f = fixture(Duration::ZERO, Duration::from_secs(60));
+        let t = f.target.clone();
+        f.manager.set_ready_pool("uid-1", "$LATEST", 2, Arc::new(move || Some(t.clone())));
+        let ready = |m: &Manager| m.ready_pool_status("uid-1", "$LATEST").map(|s| s.available).unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ready(&f.manager) < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ready(&f.manager), 2);
+        let launched = f.sandbox.launched.load(std::sync::atomic::Ordering::SeqCst);
+        let a = f.manager.invoke(request(&f.target, "alpha")).await.expect("alpha");
+        let b = f.manager.invoke(request(&f.target, "beta")).await.expect("beta");
+        assert!(!a.cold_start && !b.cold_start, "both came from the pool");
+        assert_eq!(served_by(&a).1.as_deref(), Some("alpha"));
+        assert_ne!(served_by(&a).0, served_by(&b).0, "each tenant got its own pooled environment");
+        // Bound for life: alpha's next call goes to alpha's environment, beta never gets it.
+        let a2 = f.manager.invoke(request(&f.target, "alpha")).await.expect("alpha again");
+        assert_eq!(served_by(&a2).0, served_by(&a).0);
+        let views = f.manager.environments(None);
+        let alpha_env = views.iter().find(|v| v.id == served_by(&a).0).expect("alpha env");
+        assert_eq!(alpha_env.tenant.as_deref(), Some("alpha"));
+        // The pool refills in the background.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ready(&f.manager) < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ready(&f.manager), 2);
+        assert!(f.sandbox.launched.load(std::sync::atomic::Ordering::SeqCst) >= launched + 2);
+        // A new code generation empties the pool of the old code.
+        let mut gen2 = f.target.clone();
+        gen2.generation = 2;
+        let g = gen2.clone();
+        f.manager.set_ready_pool("uid-1", "$LATEST", 1, Arc::new(move || Some(g.clone())));
+        let c = f.manager.invoke(request(&gen2, "gamma")).await.expect("gamma");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ready(&f.manager) < 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !f.manager
+                .environments(None)
+                .iter()
+                .any(|v| v.id == served_by(&c).0 && v.tenant.as_deref() != Some("gamma"))
+        );
+        f.manager.set_ready_pool("uid-1", "$LATEST", 0, Arc::new(|| None));
+        assert!(f.manager.ready_pool_status("uid-1", "$LATEST").is_none());
     }
 
     #[tokio::test]
