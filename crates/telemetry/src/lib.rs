@@ -34,7 +34,9 @@ pub enum TelemetryError {
 }
 
 const QUEUE: usize = 65_536;
-const BATCH: usize = 2_048;
+const BATCH: usize = 4_096;
+/// How long the writer gathers records before writing them in one transaction.
+const FLUSH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The log store: SQLite in its own file, apart from the control plane's state.
 pub struct LogStore {
@@ -123,10 +125,20 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<LogRecord>, written: &Ato
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
+        // Gather what arrives over a short window: one transaction (and one wake-up) per
+        // window instead of per record keeps the writer's cost low under load.
+        let window = std::time::Instant::now() + FLUSH_WINDOW;
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let now = std::time::Instant::now();
+                    if now >= window {
+                        break;
+                    }
+                    std::thread::sleep((window - now).min(std::time::Duration::from_millis(2)));
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         }
         if let Err(e) = insert(&mut conn, &batch) {
