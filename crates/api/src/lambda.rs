@@ -544,11 +544,9 @@ pub async fn invoke(
     };
     let resolved = app.control.resolve(r.name.as_str(), r.qualifier.as_ref())?;
     let config = &resolved.version.config;
-    let tenant = match header(&headers, "x-amz-tenant-id") {
-        Some(t) => Some(TenantId::parse(t)?),
-        None if headers.contains_key("x-amz-tenant-id") => {
-            return Err(ApiError::invalid("The tenant ID must be valid UTF-8 text."));
-        }
+    // Any byte outside visible ASCII breaks the pattern; decode leniently only to show it.
+    let tenant = match headers.get("x-amz-tenant-id") {
+        Some(v) => Some(TenantId::parse(&String::from_utf8_lossy(v.as_bytes()))?),
         None => None,
     };
     match (config.tenancy.is_some(), tenant.is_some()) {

@@ -101,6 +101,12 @@ impl RuntimeApi {
     pub fn serve(path: &Path) -> Result<(Self, mpsc::UnboundedReceiver<RuntimeEvent>), RuntimeApiError> {
         let listener = UnixListener::bind(path)
             .map_err(|source| RuntimeApiError::Bind { path: path.display().to_string(), source })?;
+        Ok(Self::serve_on(Listener::Unix(listener)))
+    }
+
+    /// Serve the Runtime API on a listener made for one environment (for example a TCP
+    /// listener created inside the environment's own network namespace).
+    pub fn serve_on(listener: Listener) -> (Self, mpsc::UnboundedReceiver<RuntimeEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             pending: Mutex::new(None),
@@ -112,21 +118,20 @@ impl RuntimeApi {
         let s = shared.clone();
         let server = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let s = s.clone();
-                        async move { Ok::<_, Infallible>(handle(&s, req).await) }
-                    });
-                    let _ =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                });
+                match &listener {
+                    Listener::Unix(l) => {
+                        let Ok((stream, _)) = l.accept().await else { continue };
+                        spawn_connection(s.clone(), stream);
+                    }
+                    Listener::Tcp(l) => {
+                        let Ok((stream, _)) = l.accept().await else { continue };
+                        let _ = stream.set_nodelay(true);
+                        spawn_connection(s.clone(), stream);
+                    }
+                }
             }
         });
-        Ok((Self { shared, server }, rx))
+        (Self { shared, server }, rx)
     }
 
     /// Queue an invocation for the runtime's next `/next`. The receiver resolves when the
@@ -143,6 +148,25 @@ impl RuntimeApi {
         self.shared.notify.notify_one();
         Ok(rx)
     }
+}
+
+/// Where a Runtime API server accepts its runtime's connections.
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+fn spawn_connection<S>(s: Arc<Shared>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| {
+            let s = s.clone();
+            async move { Ok::<_, Infallible>(handle(&s, req).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+    });
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
