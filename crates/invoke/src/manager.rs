@@ -499,7 +499,8 @@ impl Manager {
                     ),
                 ),
                 true,
-                Finish::Keep,
+                // The runtime's post was cut short; it may not survive that: start afresh.
+                Finish::Destroy,
                 "error",
             ),
             Ended::InitError { error_type, body } => (error_body(&error_type, body), true, Finish::Destroy, "error"),
