@@ -602,12 +602,16 @@ pub async fn invoke(
         request_id,
     };
     if invocation_type == "Event" {
-        let manager = app.manager.clone();
-        tokio::spawn(async move {
-            if let Err(e) = manager.invoke(req).await {
-                tracing::warn!(error = %e, "asynchronous invocation failed");
-            }
-        });
+        // Stored durably before the 202; run (and retried) by the queue.
+        let ev = quarters_events::QueuedEvent::new(
+            req.request_id,
+            r.name.as_str(),
+            r.qualifier.as_ref().map(|q| q.to_string()),
+            req.tenant.map(|t| t.as_str().to_owned()),
+            req.payload,
+            req.client_context,
+        );
+        app.events.enqueue(ev).await.map_err(|e| ApiError::internal(format!("cannot queue the event: {e}")))?;
         return Ok(StatusCode::ACCEPTED.into_response());
     }
     let out = app.manager.invoke(req).await?;

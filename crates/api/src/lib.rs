@@ -3,6 +3,7 @@
 //! AWS-shaped responses in [`error`].
 
 mod error;
+pub mod events;
 mod lambda;
 mod quarters;
 mod wire;
@@ -27,6 +28,8 @@ pub struct App {
     pub control: Arc<ControlPlane>,
     pub manager: Manager,
     pub logs: Arc<LogStore>,
+    /// The durable queue of asynchronous (Event) invocations.
+    pub events: quarters_events::EventQueue,
     /// How clients reach this server, for URLs in responses.
     pub base_url: String,
 }
@@ -81,6 +84,12 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_provisioned).put(put_provisioned).delete(delete_provisioned),
         )
         .route("/2016-08-19/account-settings", get(account_settings))
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config",
+            get(events::get_config).put(events::put_config).post(events::update_config).delete(events::delete_config),
+        )
+        .route("/2019-09-25/functions/{name}/event-invoke-config/list", get(events::list_configs))
+        .route("/quarters/v1/async", get(events::stats))
         .merge(quarters::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(quarters_types::limits::CREATE_REQUEST_MAX_BYTES + 1))
@@ -122,10 +131,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let manager = app.manager.clone();
+    let events = app.events.clone();
     let svc = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router(app));
     let result = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(svc))
         .with_graceful_shutdown(shutdown)
         .await;
+    events.shutdown().await;
     manager.shutdown().await;
     result
 }

@@ -48,6 +48,10 @@ pub struct ServerConfig {
     /// hardening costs; never in production).
     #[arg(long, env = "QUARTERS_NO_HARDENING", hide = true)]
     pub no_hardening: bool,
+    /// Seconds before the first retry of a failed asynchronous invocation (the second waits
+    /// twice as long), as Lambda's one minute.
+    #[arg(long, env = "QUARTERS_ASYNC_RETRY_DELAY", default_value_t = 60.0)]
+    pub async_retry_delay: f64,
     /// Region in ARNs.
     #[arg(long, env = "QUARTERS_REGION", default_value = "us-east-1")]
     pub region: String,
@@ -146,7 +150,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
             max_lifetime: (cfg.max_lifetime > 0).then(|| Duration::from_secs(cfg.max_lifetime)),
             init_timeout: Duration::from_secs(cfg.init_timeout),
             account_concurrency: cfg.account_concurrency,
-            arns,
+            arns: arns.clone(),
         },
         Arc::new(sandbox),
         logs.clone(),
@@ -154,7 +158,17 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App { control, manager, logs, base_url: format!("http://{addr}") });
+    let events = quarters_events::EventQueue::open(
+        &data_dir.join("events.db"),
+        quarters_events::QueueConfig {
+            retry_base_delay: Duration::from_secs_f64(cfg.async_retry_delay),
+            arns: arns.clone(),
+            ..Default::default()
+        },
+    )?;
+    events
+        .start(Arc::new(quarters_api::events::ManagerInvoker { control: control.clone(), manager: manager.clone() }))?;
+    let app = Arc::new(App { control, manager, logs, events, base_url: format!("http://{addr}") });
     quarters_api::restore_pools(&app);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(quarters_api::serve(app, listener, async move {

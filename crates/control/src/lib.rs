@@ -76,8 +76,21 @@ pub struct FunctionEntry {
     /// each was set.
     #[serde(default)]
     pub provisioned: BTreeMap<String, (u32, u64)>,
+    /// Asynchronous-invocation settings by qualifier (PutFunctionEventInvokeConfig).
+    #[serde(default)]
+    pub event_invoke: BTreeMap<String, EventInvokeSettings>,
     pub next_version: u64,
     pub tags: BTreeMap<String, String>,
+}
+
+/// How asynchronous invocations of one qualifier are retried and where their results go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInvokeSettings {
+    pub maximum_retry_attempts: Option<u32>,
+    pub maximum_event_age_s: Option<u32>,
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
+    pub last_modified_ms: u64,
 }
 
 /// What CreateFunction asks for, already parsed from the wire.
@@ -206,6 +219,7 @@ impl ControlPlane {
             reserved_concurrency: None,
             tenant_concurrency: None,
             provisioned: BTreeMap::new(),
+            event_invoke: BTreeMap::new(),
             next_version: 1,
             tags: new.tags,
         };
@@ -407,6 +421,26 @@ impl ControlPlane {
                 }
                 None => {
                     e.provisioned.remove(qualifier);
+                }
+            }
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    pub fn set_event_invoke(
+        &self,
+        name: &str,
+        qualifier: &str,
+        settings: Option<EventInvokeSettings>,
+    ) -> Result<(), ControlError> {
+        self.modify(name, |e| {
+            match settings {
+                Some(s) => {
+                    e.event_invoke.insert(qualifier.to_owned(), s);
+                }
+                None => {
+                    e.event_invoke.remove(qualifier);
                 }
             }
             Ok(())

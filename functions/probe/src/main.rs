@@ -56,7 +56,13 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
     });
     let mut out = base;
     match action {
-        "echo" => out["payload"] = payload.clone(),
+        "echo" => {
+            if payload.get("action").is_none() {
+                // An event from elsewhere (a destination record, say): log it for the tests.
+                println!("event: {payload}");
+            }
+            out["payload"] = payload.clone();
+        }
         "env" => {
             let vars: serde_json::Map<String, Value> = std::env::vars().map(|(k, v)| (k, Value::String(v))).collect();
             out["env"] = Value::Object(vars);
