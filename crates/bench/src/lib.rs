@@ -7,7 +7,12 @@
 //!
 //! 1. warm latency: one client, sequential requests, one tenant (so a warm environment);
 //! 2. throughput: several clients for a fixed time, one tenant (so as many environments);
-//! 3. cold starts: sequential invocations, each by a new tenant (so a new environment).
+//! 3. cold starts: sequential invocations, each by a new tenant (so a new environment);
+//! 4. environment creation: K new tenants at once by a few clients, in environments per second;
+//! 5. memory per idle environment: of those K, what the platform's processes (the `bwrap`s and
+//!    the init, not the function's runtime) hold, by PSS and with the kernel's side added;
+//! 6. what hardening costs: once that server is stopped, cold starts on two fresh servers, one
+//!    started with `--no-hardening` (no seccomp filters, writable root), interleaved.
 //!
 //! It is not a timed test: it prints figures with their baselines and ratios, and checks them
 //! against targets. The machines it runs on are shared and noisy, so it reports medians and
@@ -15,6 +20,8 @@
 //! requests, or slices of time) so noise lands on both alike. The run fails only when more than
 //! 1% of the invocations fail.
 
+mod envs;
+mod mem;
 mod net;
 mod report;
 mod server;
@@ -28,6 +35,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::envs::{Creation, Hardening, Memory};
 use crate::net::{Conn, EchoServer, Endpoint, Tally, call_once, timed_call};
 use crate::report::{Row, Target, Unit, format_table};
 use crate::server::ServerProcess;
@@ -51,6 +59,16 @@ pub struct BenchArgs {
     /// Sequential invocations each by a new tenant [default: 200, quick 40].
     #[arg(long, value_name = "N")]
     pub cold: Option<usize>,
+    /// New environments started at once for the creation rate and the memory per idle
+    /// environment [default: 100, quick 30].
+    #[arg(long, value_name = "K")]
+    pub envs: Option<usize>,
+    /// Concurrent clients starting those environments.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub env_clients: usize,
+    /// Cold starts on each of the hardened and the unhardened server [default: as --cold].
+    #[arg(long, value_name = "N")]
+    pub hardening_cold: Option<usize>,
     /// Where to write the results as JSON [default: bench-results/bench-<unix-seconds>.json].
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
@@ -64,6 +82,10 @@ pub struct BenchArgs {
 const TARGET_WARM_P50_US: f64 = 1000.0;
 const TARGET_THROUGHPUT: f64 = 5000.0;
 const TARGET_COLD_P50_MS: f64 = 25.0;
+/// The sandbox-hardening issue's targets.
+const TARGET_ENVS_PER_SEC: f64 = 100.0;
+const TARGET_PLATFORM_MIB: f64 = 2.0;
+const TARGET_HARDENING_PERCENT: f64 = 20.0;
 const MAX_ERROR_PERCENT: f64 = 1.0;
 
 const FUNCTION: &str = "bench-probe";
@@ -71,7 +93,7 @@ const WARM_TENANT: &str = "bench-warm";
 const PAYLOAD: &[u8] = br#"{"action":"echo"}"#;
 /// Warm latency alternates between echo and Invoke every this many requests.
 const CHUNK: usize = 100;
-const STEPS: usize = 6;
+const STEPS: usize = 9;
 
 /// How much of everything, from the arguments.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +105,9 @@ struct Plan {
     clients: usize,
     cold: usize,
     cold_warmup: usize,
+    envs: usize,
+    env_clients: usize,
+    hardening_cold: usize,
 }
 
 impl Plan {
@@ -103,6 +128,17 @@ impl Plan {
         if cold == 0 {
             bail!("--cold must be at least 1");
         }
+        let envs = args.envs.unwrap_or(if q { 30 } else { 100 });
+        if envs == 0 || envs > 2000 {
+            bail!("--envs must be between 1 and 2000");
+        }
+        if args.env_clients == 0 || args.env_clients > 1024 {
+            bail!("--env-clients must be between 1 and 1024");
+        }
+        let hardening_cold = args.hardening_cold.unwrap_or(cold);
+        if hardening_cold == 0 {
+            bail!("--hardening-cold must be at least 1");
+        }
         Ok(Plan {
             warm_requests,
             warmup_requests: (warm_requests / 10).clamp(20, 200),
@@ -111,6 +147,9 @@ impl Plan {
             clients: args.clients,
             cold,
             cold_warmup: if q { 2 } else { 3 },
+            envs,
+            env_clients: args.env_clients,
+            hardening_cold,
         })
     }
 
@@ -143,16 +182,28 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
     step(1, &format!("starting the server: {} serve (fresh data dir, idle timeout 600 s)", quarters.display()));
     let started = Instant::now();
-    let server = ServerProcess::start(&quarters).await?;
+    let server = ServerProcess::start(&quarters, true).await?;
     detail(&format!("serving at {} after {} ms", server.addr, started.elapsed().as_millis()));
-    let measured = measure(&plan, &server, &zip).await;
-    detail("stopping the server");
+    // Ctrl-C ends a measurement, not the bench: its servers are still stopped (and waited for).
+    let measured = tokio::select! {
+        m = measure(&plan, &server, &zip) => m,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let stopping = Instant::now();
     server.stop().await;
-    let m = measured?;
+    detail(&format!("server stopped after {} ms", stopping.elapsed().as_millis()));
+    let mut m = measured?;
+    // Hardening on against off, on two fresh servers (so neither has the first one's hundreds of
+    // idle environments), after the first one has ended its own.
+    let compared = tokio::select! {
+        h = compare_hardening(&plan, &quarters, &zip, &mut m.invoke_errors) => h,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    m.hardening = compared?;
 
     let rows = rows(&m, &plan);
     let out = args.out.clone().unwrap_or_else(|| default_out_path(unix_now()));
-    step(6, &format!("results (also in {})", out.display()));
+    step(STEPS, &format!("results (also in {})", out.display()));
     print!("{}", format_table(&rows));
     let doc = results_json(&m, &plan, &rows, &quarters);
     write_json(&out, &doc)?;
@@ -192,6 +243,9 @@ struct Measured {
     tp_echo: Throughput,
     warm_tenant_envs: Option<usize>,
     cold: Summary,
+    creation: Creation,
+    memory: Option<Memory>,
+    hardening: Hardening,
     invoke_errors: Book,
     echo_errors: Book,
 }
@@ -350,8 +404,179 @@ async fn measure(plan: &Plan, server: &ServerProcess, zip: &[u8]) -> Result<Meas
     let cold = Summary::of(&invoke_errors.keep(tc));
     detail(&format!("p50 {:.2} ms p99 {:.2} ms", cold.p50 / 1e3, cold.p99 / 1e3));
     drop(echo_server);
+    drop(ic);
 
-    Ok(Measured { warm_invoke, warm_echo, tp_invoke, tp_echo, warm_tenant_envs, cold, invoke_errors, echo_errors })
+    // Environment creation: K new tenants by a few clients at once; memory before and after.
+    step(
+        6,
+        &format!(
+            "environment creation: {} new tenants by {} concurrent clients, as fast as they go...",
+            plan.envs,
+            plan.env_clients.min(plan.envs)
+        ),
+    );
+    let server_pid = server.pid().context("the server has no pid")?;
+    tokio::time::sleep(envs::SETTLE).await;
+    let before = envs::before(server_pid);
+    let (t, elapsed) = envs::create(&invoke, plan.envs, plan.env_clients).await?;
+    let latency = Summary::of(&invoke_errors.keep(t));
+    let creation = Creation { attempted: plan.envs, clients: plan.env_clients.min(plan.envs), elapsed, latency };
+    detail(&format!(
+        "{} environments in {:.0} ms: {:.0}/s; each invoke p50 {:.2} ms p99 {:.2} ms",
+        creation.created(),
+        elapsed.as_secs_f64() * 1e3,
+        creation.per_sec(),
+        latency.p50 / 1e3,
+        latency.p99 / 1e3
+    ));
+
+    step(7, &format!("memory of the {} new idle environments (PSS by process; /proc/meminfo; cgroups)...", plan.envs));
+    tokio::time::sleep(envs::SETTLE).await;
+    let memory = match before.and_then(|b| envs::after(server_pid, &b)) {
+        Ok(m) if m.envs() > 0 => {
+            describe_memory(&m, plan.envs);
+            Some(m)
+        }
+        Ok(_) => {
+            detail("no new environment found among the server's child processes: no memory figures");
+            None
+        }
+        Err(e) => {
+            detail(&format!("cannot read the processes' memory ({e:#}): no memory figures"));
+            None
+        }
+    };
+
+    Ok(Measured {
+        warm_invoke,
+        warm_echo,
+        tp_invoke,
+        tp_echo,
+        warm_tenant_envs,
+        cold,
+        creation,
+        memory,
+        hardening: Hardening::default(),
+        invoke_errors,
+        echo_errors,
+    })
+}
+
+/// Cold starts with and without the hardening: two fresh servers, one started with
+/// `--no-hardening`, the same function deployed on both, new tenants on both in turn.
+async fn compare_hardening(plan: &Plan, quarters: &Path, zip: &[u8], book: &mut Book) -> Result<Hardening> {
+    step(
+        8,
+        &format!(
+            "hardening: two new servers, one with --no-hardening; {} cold starts on each, interleaved in chunks of {}...",
+            plan.hardening_cold,
+            envs::HARDENING_CHUNK
+        ),
+    );
+    let started = Instant::now();
+    let (on, off) = tokio::join!(ServerProcess::start(quarters, true), ServerProcess::start(quarters, false));
+    let (on, off) = match (on, off) {
+        (Ok(on), Ok(off)) => (on, off),
+        (on, off) => {
+            // Stop whichever did start before reporting why the other did not.
+            let mut err = None;
+            for s in [on, off] {
+                match s {
+                    Ok(s) => s.stop().await,
+                    Err(e) => err = err.or(Some(e)),
+                }
+            }
+            return Err(err.unwrap_or_else(|| anyhow::anyhow!("a server did not start")));
+        }
+    };
+    detail(&format!(
+        "serving at {} (hardened) and {} (not) after {} ms",
+        on.addr,
+        off.addr,
+        started.elapsed().as_millis()
+    ));
+    let measured = async {
+        tokio::try_join!(deploy(&on, zip), deploy(&off, zip))?;
+        let path = format!("/2015-03-31/functions/{FUNCTION}/invocations");
+        let ep = |addr| Endpoint { addr, path: path.clone(), payload: Bytes::from_static(PAYLOAD), is_invoke: true };
+        envs::interleaved_cold([&ep(on.addr), &ep(off.addr)], plan.hardening_cold, plan.cold_warmup).await
+    }
+    .await;
+    let stopping = Instant::now();
+    tokio::join!(on.stop(), off.stop());
+    detail(&format!("both stopped after {} ms", stopping.elapsed().as_millis()));
+    let ([w_on, w_off], [t_on, t_off]) = measured?;
+    book.keep(w_on);
+    book.keep(w_off);
+    let h = Hardening { on: Summary::of(&book.keep(t_on)), off: Summary::of(&book.keep(t_off)) };
+    detail(&format!(
+        "cold start p50 {:.2} ms hardened, {:.2} ms not: {:.3}x ({:+.1}%); p99 {:.2} / {:.2} ms",
+        h.on.p50 / 1e3,
+        h.off.p50 / 1e3,
+        h.ratio(),
+        h.cost_percent(),
+        h.on.p99 / 1e3,
+        h.off.p99 / 1e3
+    ));
+    Ok(h)
+}
+
+/// The progress lines of the memory figures.
+fn describe_memory(m: &Memory, expected: usize) {
+    let n = m.envs().max(1) as f64;
+    let per = |kb: u64| kb as f64 / n / 1024.0;
+    let u = &m.usage;
+    detail(&format!(
+        "found {} new environments (of {expected}; {} processes unreadable) beside {} older ones; the server had {} fds open",
+        m.envs(),
+        u.unreadable,
+        m.existing_envs,
+        m.server_fds_before
+    ));
+    detail(&format!(
+        "per environment, PSS: platform {:.2} MiB (bwrap x{:.0} {:.2}, init {:.2}: anon {:.2}, file {:.2}); runtime {:.2} MiB",
+        m.platform_pss_mib(),
+        u.bwrap.processes as f64 / n,
+        per(u.bwrap.pss),
+        per(u.init.pss),
+        per(u.platform().pss_anon),
+        per(u.platform().pss_file),
+        m.runtime_pss_mib()
+    ));
+    let d = |a: u64, b: u64| (a as f64 - b as f64) / n / 1024.0;
+    let (b, a) = (m.meminfo_before, m.meminfo_after);
+    detail(&format!(
+        "per environment, /proc/meminfo: AnonPages {:+.2}, PageTables {:+.2}, KernelStack {:+.2}, SUnreclaim {:+.2} MiB; less the runtime's {:.2} (anon, page tables, stacks) and others' {:+.2}: platform {:.2} MiB (server's share {:+.2})",
+        d(a.anon_pages, b.anon_pages),
+        d(a.page_tables, b.page_tables),
+        d(a.kernel_stack, b.kernel_stack),
+        d(a.sunreclaim, b.sunreclaim),
+        per(m.runtime_kernel_counted_kb()),
+        m.others_anon_delta_kb as f64 / n / 1024.0,
+        m.kernel_inclusive_mib(),
+        m.server_mib()
+    ));
+    if let Some(ms) = m.cpu_ms_per_env() {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        detail(&format!(
+            "CPU per new environment: {ms:.1} ms (server {:.1}, bwrap {:.1}, init {:.1}, runtime {:.1}): at most {:.0}/s on {cores} cores",
+            m.server_cpu_ms.unwrap_or(0.0) / n,
+            u.bwrap.cpu_ns as f64 / 1e6 / n,
+            u.init.cpu_ns as f64 / 1e6 / n,
+            u.runtime.cpu_ns as f64 / 1e6 / n,
+            m.cpu_bound_rate(cores).unwrap_or(0.0)
+        ));
+    }
+    let c = &u.cgroup;
+    if let Some(cg) = m.cgroup_platform_mib() {
+        detail(&format!(
+            "per environment, memory cgroup: {:.2} MiB charged (anon {:.2}, kernel {:.2}); less the runtime's: platform {:.2} MiB",
+            per(c.total),
+            per(c.anon),
+            per(c.kernel),
+            cg
+        ));
+    }
 }
 
 async fn deploy(server: &ServerProcess, zip: &[u8]) -> Result<()> {
@@ -466,7 +691,7 @@ fn error_percent(errors: u64, attempts: u64) -> f64 {
 fn rows(m: &Measured, plan: &Plan) -> Vec<Row> {
     let (wi, we) = (&m.warm_invoke, &m.warm_echo);
     let (ti, te) = (&m.tp_invoke, &m.tp_echo);
-    vec![
+    let mut rows = vec![
         Row::new("warm invoke p50", Unit::Micros, wi.p50)
             .baseline("echo", we.p50)
             .target(Target::AtMost(TARGET_WARM_P50_US)),
@@ -482,9 +707,49 @@ fn rows(m: &Measured, plan: &Plan) -> Vec<Row> {
             .baseline("warm", wi.p50 / 1e3)
             .target(Target::AtMost(TARGET_COLD_P50_MS)),
         Row::new("new-tenant cold start p99", Unit::Millis, m.cold.p99 / 1e3).baseline("warm", wi.p99 / 1e3),
+    ];
+    let c = &m.creation;
+    rows.push(
+        Row::new(format!("environments started, {} clients", c.clients), Unit::PerSec, c.per_sec())
+            .target(Target::AtLeast(TARGET_ENVS_PER_SEC)),
+    );
+    rows.push(
+        Row::new(format!("cold start p50, {} clients", c.clients), Unit::Millis, c.latency.p50 / 1e3)
+            .baseline("1 client", m.cold.p50 / 1e3),
+    );
+    if let Some(ms) = m.memory.as_ref().and_then(Memory::cpu_ms_per_env) {
+        rows.push(Row::new("CPU per new environment", Unit::Millis, ms));
+    }
+    if let Some(mem) = &m.memory {
+        rows.push(
+            Row::new("platform memory/idle env, PSS", Unit::Mib, mem.platform_pss_mib())
+                .target(Target::AtMost(TARGET_PLATFORM_MIB)),
+        );
+        rows.push(
+            Row::new("platform memory/idle env, +kernel", Unit::Mib, mem.kernel_inclusive_mib())
+                .target(Target::AtMost(TARGET_PLATFORM_MIB)),
+        );
+        if let Some(cg) = mem.cgroup_platform_mib() {
+            rows.push(Row::new("platform memory/idle env, cgroup", Unit::Mib, cg));
+        }
+        rows.push(Row::new("runtime PSS/idle env (probe)", Unit::Mib, mem.runtime_pss_mib()));
+    }
+    let h = &m.hardening;
+    rows.push(
+        Row::new("cold start p50, hardened", Unit::Millis, h.on.p50 / 1e3).baseline("unhardened", h.off.p50 / 1e3),
+    );
+    rows.push(
+        Row::new("cold start p99, hardened", Unit::Millis, h.on.p99 / 1e3).baseline("unhardened", h.off.p99 / 1e3),
+    );
+    rows.push(
+        Row::new("hardening cost, cold p50", Unit::Percent, h.cost_percent())
+            .target(Target::AtMost(TARGET_HARDENING_PERCENT)),
+    );
+    rows.push(
         Row::new("failed invocations", Unit::Percent, m.invoke_errors.percent())
             .target(Target::AtMost(MAX_ERROR_PERCENT)),
-    ]
+    );
+    rows
 }
 
 fn throughput_json(t: &Throughput) -> Value {
@@ -508,6 +773,9 @@ fn results_json(m: &Measured, plan: &Plan, rows: &[Row], quarters: &Path) -> Val
             "throughput_clients": plan.clients,
             "throughput_duration_s": plan.duration.as_secs_f64(),
             "cold_starts": plan.cold,
+            "new_environments": plan.envs,
+            "environment_clients": plan.env_clients,
+            "hardening_cold_starts": plan.hardening_cold,
         },
         "metrics": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
         "targets_met": rows.iter().all(|r| r.met() != Some(false)),
@@ -518,6 +786,9 @@ fn results_json(m: &Measured, plan: &Plan, rows: &[Row], quarters: &Path) -> Val
             "environments_of_tenant": m.warm_tenant_envs,
         },
         "cold": { "latency": m.cold.to_json(), "p50_ms": round2(m.cold.p50 / 1e3), "p99_ms": round2(m.cold.p99 / 1e3) },
+        "environment_creation": m.creation.to_json(),
+        "memory": m.memory.map(Memory::to_json),
+        "hardening": m.hardening.to_json(),
         "errors": {
             "invokes": m.invoke_errors.attempts,
             "failed": m.invoke_errors.errors,
@@ -588,7 +859,18 @@ mod tests {
     use super::*;
 
     fn args() -> BenchArgs {
-        BenchArgs { quick: false, requests: None, duration: None, clients: 4, cold: None, out: None, quarters: None }
+        BenchArgs {
+            quick: false,
+            requests: None,
+            duration: None,
+            clients: 4,
+            cold: None,
+            envs: None,
+            env_clients: 8,
+            hardening_cold: None,
+            out: None,
+            quarters: None,
+        }
     }
 
     #[test]
@@ -598,15 +880,21 @@ mod tests {
         assert_eq!(full.duration, Duration::from_secs(5));
         assert_eq!(full.cold, 200);
         assert_eq!(full.slices(), 5);
+        assert_eq!((full.envs, full.env_clients, full.hardening_cold), (100, 8, 200));
         let quick = Plan::from_args(&BenchArgs { quick: true, ..args() })?;
         assert_eq!(quick.warm_requests, 400);
         assert_eq!(quick.duration, Duration::from_millis(1500));
         assert_eq!(quick.cold, 40);
         assert_eq!(quick.slices(), 2);
+        assert_eq!((quick.envs, quick.hardening_cold), (30, 40));
         let custom = Plan::from_args(&BenchArgs { quick: true, requests: Some(10), cold: Some(3), ..args() })?;
         assert_eq!((custom.warm_requests, custom.warmup_requests, custom.cold), (10, 20, 3));
         assert!(Plan::from_args(&BenchArgs { duration: Some(0.0), ..args() }).is_err());
         assert!(Plan::from_args(&BenchArgs { clients: 0, ..args() }).is_err());
+        assert!(Plan::from_args(&BenchArgs { envs: Some(0), ..args() }).is_err());
+        assert!(Plan::from_args(&BenchArgs { env_clients: 0, ..args() }).is_err());
+        assert!(Plan::from_args(&BenchArgs { hardening_cold: Some(0), ..args() }).is_err());
+        assert_eq!(Plan::from_args(&BenchArgs { cold: Some(7), ..args() })?.hardening_cold, 7);
         assert_eq!(Plan::from_args(&BenchArgs { duration: Some(0.2), ..args() })?.slices(), 1);
         Ok(())
     }
@@ -670,13 +958,25 @@ mod tests {
             tp_echo: tp(40000),
             warm_tenant_envs: Some(4),
             cold: s(20_000.0),
+            creation: Creation {
+                attempted: 100,
+                clients: 8,
+                elapsed: Duration::from_millis(800),
+                latency: Summary { count: 100, ..s(60_000.0) },
+            },
+            memory: None,
+            hardening: Hardening { on: s(11_000.0), off: s(10_000.0) },
             invoke_errors: Book { attempts: 200, errors: 1, first_error: None },
             echo_errors: Book::default(),
         };
         let plan = Plan::from_args(&args()).expect("plan");
         let rows = rows(&m, &plan);
         let met: Vec<Option<bool>> = rows.iter().map(Row::met).filter(Option::is_some).collect();
-        assert_eq!(met, vec![Some(true), Some(false), Some(true), Some(true)]);
+        // warm, throughput, cold, environments/s, hardening cost, failures.
+        assert_eq!(met, vec![Some(true), Some(false), Some(true), Some(true), Some(true), Some(true)]);
+        assert!(rows.iter().any(|r| r.name == "environments started, 8 clients" && r.value == 125.0));
+        assert!(rows.iter().any(|r| r.name == "hardening cost, cold p50" && (r.value - 10.0).abs() < 1e-9));
+        assert!(!rows.iter().any(|r| r.unit == Unit::Mib));
         assert!(rows.iter().any(|r| r.name == "failed invocations" && r.value == 0.5));
         let doc = results_json(&m, &plan, &rows, Path::new("/nonexistent/quarters"));
         assert_eq!(doc["targets_met"], json!(false));
@@ -684,5 +984,8 @@ mod tests {
         assert_eq!(doc["throughput"]["environments_of_tenant"], json!(4));
         assert_eq!(doc["errors"]["invokes"], json!(200));
         assert_eq!(doc["errors"]["failed"], json!(1));
+        assert_eq!(doc["environment_creation"]["per_s"], json!(125.0));
+        assert_eq!(doc["memory"], Value::Null);
+        assert_eq!(doc["hardening"]["ratio_p50"], json!(1.1));
     }
 }

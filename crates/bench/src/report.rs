@@ -11,6 +11,7 @@ pub enum Unit {
     Millis,
     PerSec,
     Percent,
+    Mib,
 }
 
 impl Unit {
@@ -20,6 +21,7 @@ impl Unit {
             Unit::Millis => "ms",
             Unit::PerSec => "per_s",
             Unit::Percent => "percent",
+            Unit::Mib => "mib",
         }
     }
 
@@ -31,6 +33,7 @@ impl Unit {
             Unit::Millis => format!("{v:.2} ms"),
             Unit::PerSec => format!("{v:.0}/s"),
             Unit::Percent => format!("{v:.2}%"),
+            Unit::Mib => format!("{v:.2} MiB"),
         }
     }
 }
@@ -239,6 +242,8 @@ mod tests {
         assert_eq!(Unit::Millis.format(12.3456), "12.35 ms");
         assert_eq!(Unit::PerSec.format(5123.6), "5124/s");
         assert_eq!(Unit::Percent.format(0.5), "0.50%");
+        assert_eq!(Unit::Mib.format(1.234), "1.23 MiB");
+        assert_eq!(verdict(2.5, Target::AtMost(2.0), Unit::Mib), "MISSED by 0.50 MiB (25%)");
     }
 
     #[test]

@@ -20,6 +20,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ServerProcess {
     pub addr: SocketAddr,
     child: Child,
+    stopped: bool,
     _data_dir: tempfile::TempDir,
 }
 
@@ -31,34 +32,40 @@ fn free_port() -> Result<u16> {
 
 impl ServerProcess {
     /// Spawn `<quarters> serve` on a free port with a fresh data directory and wait until it
-    /// answers ListFunctions.
-    pub async fn start(quarters: &Path) -> Result<Self> {
+    /// answers ListFunctions. Without `hardening`, it gets the hidden `--no-hardening` flag.
+    pub async fn start(quarters: &Path, hardening: bool) -> Result<Self> {
         let data_dir = tempfile::Builder::new().prefix("quarters-bench-").tempdir().context("creating a data dir")?;
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut child = Command::new(quarters)
-            .arg("serve")
+        let mut cmd = Command::new(quarters);
+        cmd.arg("serve");
+        if !hardening {
+            cmd.arg("--no-hardening");
+        }
+        let mut child = cmd
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(["--idle-timeout", "600"])
             .env("QUARTERS_LOG", "warn")
+            .env_remove("QUARTERS_NO_HARDENING")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", quarters.display()))?;
+        let tag = if hardening { "server" } else { "server (no hardening)" };
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    eprintln!("      server: {line}");
+                    eprintln!("      {tag}: {line}");
                 }
             });
         }
-        let mut server = ServerProcess { addr, child, _data_dir: data_dir };
+        let mut server = ServerProcess { addr, child, stopped: false, _data_dir: data_dir };
         if let Err(e) = server.wait_ready().await {
             server.stop().await;
             return Err(e);
@@ -85,10 +92,15 @@ impl ServerProcess {
         }
     }
 
-    /// SIGTERM, then wait for the server to end its environments; SIGKILL if it takes too long.
-    pub async fn stop(mut self) {
+    /// The server's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGTERM, unless it has ended (and been reaped) already.
+    fn terminate(&mut self) -> bool {
         if let Ok(Some(_)) = self.child.try_wait() {
-            return;
+            return false;
         }
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
             // SAFETY: kill(2) with a pid we spawned and have not reaped (so it cannot have been
@@ -96,6 +108,15 @@ impl ServerProcess {
             unsafe {
                 libc::kill(pid, libc::SIGTERM);
             }
+        }
+        true
+    }
+
+    /// SIGTERM, then wait for the server to end its environments; SIGKILL if it takes too long.
+    pub async fn stop(mut self) {
+        self.stopped = true;
+        if !self.terminate() {
+            return;
         }
         match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
             Ok(Ok(status)) if !status.success() => eprintln!("      the server exited with {status}"),
@@ -106,5 +127,24 @@ impl ServerProcess {
                 let _ = self.child.kill().await;
             }
         }
+    }
+}
+
+impl Drop for ServerProcess {
+    /// A server that was not stopped (an error or panic unwound past it, or its future was
+    /// dropped) still gets SIGTERM and time to end its sandboxes and remove their cgroups,
+    /// waited for here, blocking; then SIGKILL.
+    fn drop(&mut self) {
+        if self.stopped || !self.terminate() {
+            return;
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                _ => return,
+            }
+        }
+        let _ = self.child.start_kill();
     }
 }
