@@ -125,7 +125,8 @@ def test_fork_bomb_stays_inside(server, probe_zip):
 
 def test_tmp_is_limited_to_ephemeral_storage(server, probe_zip):
     lam = server.client()
-    name = create(lam, probe_zip, MemorySize=1024, EphemeralStorage={"Size": 512}, Timeout=60)
+    # 128 MB of memory and 512 MB of /tmp: filling /tmp must give ENOSPC, not an OOM kill.
+    name = create(lam, probe_zip, MemorySize=128, EphemeralStorage={"Size": 512}, Timeout=60)
     r, body = call(lam, name, "filler", {"action": "fill_tmp"})
     assert "FunctionError" not in r, body
     assert "No space left on device" in (body["error"] or "")

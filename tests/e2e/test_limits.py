@@ -80,7 +80,7 @@ def test_account_concurrency_limit(tmp_path, probe_zip):
     try:
         lam = s.client()
         name = create(lam, probe_zip, Timeout=20)
-        results = concurrently(5, lambda i: invoke(lam, name, f"t{i}", {"action": "sleep", "ms": 800}))
+        results = concurrently(5, lambda i: invoke(lam, name, f"t{i}", {"action": "sleep", "ms": 2000}))
         assert throttles(results, "ConcurrentInvocationLimitExceeded") >= 2
     finally:
         s.stop()

@@ -10,7 +10,7 @@ use quarters_api::App;
 use quarters_control::ControlPlane;
 use quarters_invoke::{Manager, ManagerConfig};
 use quarters_sandbox::cgroup::CgroupLayout;
-use quarters_sandbox::{BwrapConfig, BwrapSandbox};
+use quarters_sandbox::{BwrapConfig, BwrapSandbox, ScratchConfig, ScratchDisks};
 use quarters_telemetry::LogStore;
 use quarters_types::Arns;
 use sha2::Digest;
@@ -64,6 +64,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    cgroups: CgroupLayout,
+    run_dir: PathBuf,
 }
 
 impl RunningServer {
@@ -77,6 +79,9 @@ impl RunningServer {
             let _ = s.send(());
         }
         self.task.await.context("server task")?.context("server")?;
+        // Every environment is gone: remove this instance's own parents too.
+        self.cgroups.remove_parents();
+        let _ = std::fs::remove_dir(&self.run_dir);
         Ok(())
     }
 
@@ -136,16 +141,23 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
     let arns = Arns { region: cfg.region.clone(), account: cfg.account_id.clone() };
     let control = Arc::new(ControlPlane::open(&data_dir, arns.clone(), cfg.account_concurrency)?);
     let logs = Arc::new(LogStore::open(&data_dir.join("logs.db"))?);
-    let sandbox = BwrapSandbox::new(BwrapConfig {
+    let mut sandbox = BwrapSandbox::new(BwrapConfig {
         bwrap: BwrapConfig::find_bwrap()?,
         init_exe: std::env::current_exe().context("finding this binary")?,
-        cgroups,
+        cgroups: cgroups.clone(),
         pids_max: cfg.pids_max,
         hardening: !cfg.no_hardening,
     })?;
+    // /tmp on a scratch disk per environment, so it does not count against function memory.
+    match ScratchDisks::new(ScratchConfig::new(data_dir.join("scratch"))) {
+        Ok(disks) => sandbox = sandbox.with_scratch(Arc::new(disks)),
+        Err(e) => {
+            tracing::warn!(error = %e, "scratch disks unavailable: /tmp is a tmpfs and counts against function memory")
+        }
+    }
     let manager = Manager::new(
         ManagerConfig {
-            run_dir,
+            run_dir: run_dir.clone(),
             idle_timeout: Duration::from_secs(cfg.idle_timeout),
             max_lifetime: (cfg.max_lifetime > 0).then(|| Duration::from_secs(cfg.max_lifetime)),
             init_timeout: Duration::from_secs(cfg.init_timeout),
@@ -175,5 +187,5 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         let _ = stop_rx.await;
     }));
     tracing::info!(%addr, data_dir = %data_dir.display(), "quarters is serving the Lambda API");
-    Ok(RunningServer { addr, stop: Some(stop_tx), task })
+    Ok(RunningServer { addr, stop: Some(stop_tx), task, cgroups, run_dir })
 }

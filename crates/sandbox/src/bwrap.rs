@@ -9,6 +9,7 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cgroup::{CgroupLayout, Limits};
+use crate::scratch::{ScratchDisk, ScratchDisks};
 use crate::seccomp::Filters;
 use crate::{
     EXIT_FILE, Exit, ExitInfo, Launched, SANDBOX_RUN_DIR, Sandbox, SandboxControl, SandboxError, SandboxSpec,
@@ -46,6 +47,9 @@ impl BwrapConfig {
 pub struct BwrapSandbox {
     config: BwrapConfig,
     seccomp: Option<Filters>,
+    /// Where each sandbox's `/tmp` comes from; without it, a tmpfs (charged to the sandbox's
+    /// memory cgroup).
+    scratch: Option<Arc<ScratchDisks>>,
 }
 
 impl BwrapSandbox {
@@ -55,10 +59,19 @@ impl BwrapSandbox {
         } else {
             None
         };
-        Ok(Self { config, seccomp })
+        Ok(Self { config, seccomp, scratch: None })
     }
 
-    fn args(&self, spec: &SandboxSpec, seccomp_fds: &[i32]) -> Vec<String> {
+    /// Give every sandbox its own scratch disk of `SandboxSpec::tmp_mb` as `/tmp`, instead of a
+    /// tmpfs of that size, so that `/tmp` does not count against the function's memory.
+    pub fn with_scratch(mut self, disks: Arc<ScratchDisks>) -> Self {
+        self.scratch = Some(disks);
+        self
+    }
+
+    /// bwrap's arguments. `tmp` is the host directory to bind at `/tmp`; without one, `/tmp` is
+    /// a tmpfs of `spec.tmp_mb`.
+    fn args(&self, spec: &SandboxSpec, seccomp_fds: &[i32], tmp: Option<&Path>) -> Vec<String> {
         let mut a: Vec<String> = Vec::with_capacity(64 + 3 * spec.env.len());
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
@@ -71,8 +84,13 @@ impl BwrapSandbox {
             push(&["--ro-bind-try", etc, etc]);
         }
         push(&["--proc", "/proc", "--dev", "/dev"]);
-        let tmp_bytes = u64::from(spec.tmp_mb) * 1024 * 1024;
-        push(&["--size", &tmp_bytes.to_string(), "--tmpfs", "/tmp"]);
+        match tmp {
+            Some(dir) => push(&["--bind", &path_str(dir), "/tmp"]),
+            None => {
+                let tmp_bytes = u64::from(spec.tmp_mb) * 1024 * 1024;
+                push(&["--size", &tmp_bytes.to_string(), "--tmpfs", "/tmp"]);
+            }
+        }
         push(&["--ro-bind", &path_str(&spec.task_dir), "/var/task"]);
         push(&["--ro-bind", &path_str(&self.config.init_exe), INIT_PATH]);
         push(&["--bind", &path_str(&spec.run_dir), SANDBOX_RUN_DIR]);
@@ -104,19 +122,35 @@ impl Sandbox for BwrapSandbox {
     fn launch(&self, spec: &SandboxSpec) -> Result<Launched, SandboxError> {
         let limits = Limits::for_memory(spec.memory_mb, self.config.pids_max);
         let cgroup = self.config.cgroups.create(spec.env_id, limits).map_err(SandboxError::Prepare)?.map(Arc::new);
-        let (read, write) = output_pipe().map_err(SandboxError::Prepare)?;
-        let write2: OwnedFd = write.try_clone().map_err(SandboxError::Prepare)?;
+        // Until the sandbox runs, a failure must undo the cgroups (the scratch disk, if any,
+        // is released by its drop).
+        let undo = |e: std::io::Error| {
+            if let Some(cg) = &cgroup {
+                cg.destroy();
+            }
+            e
+        };
+        let scratch: Option<ScratchDisk> = match &self.scratch {
+            // Blocking, but only a mkdir and a move_mount when a spare disk is ready.
+            Some(disks) => Some(disks.attach(spec.env_id, spec.tmp_mb).map_err(|e| SandboxError::Prepare(undo(e)))?),
+            None => None,
+        };
+        let (read, write) = output_pipe().map_err(|e| SandboxError::Prepare(undo(e)))?;
+        let write2: OwnedFd = write.try_clone().map_err(|e| SandboxError::Prepare(undo(e)))?;
 
         let seccomp: Vec<OwnedFd> = match &self.seccomp {
-            Some(f) => {
-                f.programs.iter().map(|p| sealed_memfd(p)).collect::<Result<_, _>>().map_err(SandboxError::Prepare)?
-            }
+            Some(f) => f
+                .programs
+                .iter()
+                .map(|p| sealed_memfd(p))
+                .collect::<Result<_, _>>()
+                .map_err(|e| SandboxError::Prepare(undo(e)))?,
             None => Vec::new(),
         };
         let seccomp_fds: Vec<i32> = seccomp.iter().map(|f| f.as_raw_fd()).collect();
         let inherit = seccomp_fds.clone();
         let mut cmd = Command::new(&self.config.bwrap);
-        cmd.args(self.args(spec, &seccomp_fds))
+        cmd.args(self.args(spec, &seccomp_fds, scratch.as_ref().map(ScratchDisk::path)))
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::from(write))
@@ -146,12 +180,7 @@ impl Sandbox for BwrapSandbox {
         drop(seccomp);
         let mut child = match child {
             Ok(c) => c,
-            Err(e) => {
-                if let Some(cg) = &cgroup {
-                    cg.destroy();
-                }
-                return Err(SandboxError::Spawn(e));
-            }
+            Err(e) => return Err(SandboxError::Spawn(undo(e))),
         };
 
         let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
@@ -163,8 +192,22 @@ impl Sandbox for BwrapSandbox {
             let status = tokio::select! {
                 s = child.wait() => s,
                 _ = kill_rx.recv() => {
-                    let _ = child.start_kill();
-                    child.wait().await
+                    // Kill the sandbox from the inside first, so its outer bwrap reaps it.
+                    let inside = match (&cg, child.id()) {
+                        (Some(c), Some(pid)) => {
+                            let c = c.clone();
+                            let _ = tokio::task::spawn_blocking(move || c.kill_except(pid)).await;
+                            true
+                        }
+                        _ => false,
+                    };
+                    match tokio::time::timeout(std::time::Duration::from_secs(if inside { 3 } else { 0 }), child.wait()).await {
+                        Ok(s) => s,
+                        Err(_) => {
+                            let _ = child.start_kill();
+                            child.wait().await
+                        }
+                    }
                 }
             };
             let recorded = tokio::fs::read_to_string(&exit_file).await.ok().and_then(|s| parse_exit_record(&s));
@@ -176,8 +219,16 @@ impl Sandbox for BwrapSandbox {
                 Some(c) => (c.oom_killed(), c.memory_peak_bytes()),
                 None => (false, None),
             };
-            if let Some(c) = cg {
-                let _ = tokio::task::spawn_blocking(move || c.destroy()).await;
+            // The cgroups first: destroying them kills and waits out any straggler, so that
+            // nothing uses the scratch disk when it is unmounted.
+            if cg.is_some() || scratch.is_some() {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(c) = cg {
+                        c.destroy();
+                    }
+                    drop(scratch);
+                })
+                .await;
             }
             tracing::debug!(env = %env_id, ?status, oom_killed, "sandbox ended");
             let _ = exit_tx.send(Exit { status, oom_killed, memory_peak_bytes });
@@ -234,5 +285,98 @@ mod tests {
         assert_eq!(parse_exit_record("garbage"), None);
         assert_eq!(ExitInfo::Signal(9).describe(), "signal: killed");
         assert_eq!(ExitInfo::Code(1).describe(), "exit status 1");
+    }
+
+    /// A real sandbox in a 128 MB memory cgroup, with `/tmp` of 512 MB, running `script`
+    /// under `/bin/sh`; with or without a scratch disk. Returns its output and how it ended.
+    async fn run_in_sandbox(scratch: bool, script: &str) -> (String, Exit) {
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+
+        use crate::scratch::ScratchConfig;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Stands in for `quarters sandbox-init`: drop its `sandbox-init --` and run the command.
+        let init = dir.path().join("init");
+        std::fs::write(&init, "#!/bin/sh\nshift 2\nexec \"$@\"\n").expect("init");
+        std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let (task_dir, run_dir) = (dir.path().join("task"), dir.path().join("run"));
+        std::fs::create_dir(&task_dir).expect("task");
+        std::fs::create_dir(&run_dir).expect("run");
+        let instance = format!("test-{}", hex::encode(rand::random::<[u8; 6]>()));
+        let cgroups = CgroupLayout::detect(&instance);
+        assert!(
+            matches!(&cgroups, CgroupLayout::V1 { memory: Some(_), .. } | CgroupLayout::V2 { .. }),
+            "needs root and a memory cgroup"
+        );
+        let config = BwrapConfig {
+            bwrap: BwrapConfig::find_bwrap().expect("bwrap"),
+            init_exe: init,
+            cgroups: cgroups.clone(),
+            pids_max: 64,
+            hardening: true,
+        };
+        let mut sandbox = BwrapSandbox::new(config).expect("sandbox");
+        let disks = scratch.then(|| {
+            let config = ScratchConfig { dir: dir.path().join("scratch"), spares: 1, warm_sizes: vec![512] };
+            Arc::new(ScratchDisks::new(config).expect("scratch disks"))
+        });
+        if let Some(d) = &disks {
+            sandbox = sandbox.with_scratch(d.clone());
+        }
+        let spec = SandboxSpec {
+            env_id: quarters_types::EnvId::from_random(rand::random()),
+            task_dir,
+            run_dir,
+            env: vec![("PATH".into(), "/usr/bin".into())],
+            memory_mb: 128,
+            tmp_mb: 512,
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        };
+        let launched = sandbox.launch(&spec).expect("launch");
+        let exit = tokio::time::timeout(std::time::Duration::from_secs(120), launched.exited)
+            .await
+            .expect("the sandbox ends")
+            .expect("exit");
+        let mut output = Vec::new();
+        let mut pipe = std::fs::File::from(launched.output);
+        let _ = pipe.read_to_end(&mut output);
+        if let Some(d) = &disks {
+            let mount = d.dir().join(spec.env_id.to_string());
+            assert!(!mount.exists(), "the scratch disk is released when the sandbox ends");
+        }
+        for parent in cgroups.parents() {
+            let _ = std::fs::remove_dir(parent);
+        }
+        (String::from_utf8_lossy(&output).into_owned(), exit)
+    }
+
+    const FILL_TMP: &str = "id -u; stat -c '%u %a' /tmp; dd if=/dev/zero of=/tmp/f bs=1M count=600; \
+                            echo dd=$?; stat -c 'size=%s' /tmp/f";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tmp_on_a_scratch_disk_fills_to_enospc_without_an_oom_kill() {
+        let (out, exit) = run_in_sandbox(true, FILL_TMP).await;
+        eprintln!("{out}{exit:?}");
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("993"), "{out}");
+        // Host root owns the disk's root, and the user namespace maps host root to the sandbox
+        // user: /tmp is the sandbox user's, and world-writable anyway.
+        assert_eq!(lines.next(), Some("993 1777"), "{out}");
+        assert!(out.contains("No space left on device"), "{out}");
+        assert!(out.contains("dd=1"), "{out}");
+        let size: u64 =
+            out.lines().find_map(|l| l.strip_prefix("size=")).and_then(|s| s.parse().ok()).expect("the file's size");
+        assert!((500..=512).contains(&(size >> 20)), "ENOSPC after {} MiB", size >> 20);
+        assert!(!exit.oom_killed, "{exit:?}");
+        assert_eq!(exit.status, ExitInfo::Code(0));
+    }
+
+    /// The problem the scratch disk solves (and proof that the memory limit is in force): a
+    /// tmpfs `/tmp` is charged to the sandbox's memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tmp_on_a_tmpfs_counts_against_memory() {
+        let (out, exit) = run_in_sandbox(false, FILL_TMP).await;
+        assert!(exit.oom_killed, "{out}{exit:?}");
     }
 }

@@ -102,11 +102,18 @@ impl CgroupLayout {
         Ok(Self::V1 { memory, pids, cpu })
     }
 
-    fn parents(&self) -> Vec<PathBuf> {
+    pub(crate) fn parents(&self) -> Vec<PathBuf> {
         match self {
             Self::V1 { memory, pids, cpu } => memory.iter().chain(pids.iter()).chain(cpu.iter()).cloned().collect(),
             Self::V2 { parent } => vec![parent.clone()],
             Self::None => Vec::new(),
+        }
+    }
+
+    /// Remove this instance's (empty) parent cgroups, when the server stops.
+    pub fn remove_parents(&self) {
+        for parent in self.parents() {
+            let _ = fs::remove_dir(&parent);
         }
     }
 
@@ -253,6 +260,20 @@ impl EnvCgroup {
         let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
         let text = fs::read_to_string(dir.join(file)).unwrap_or_default();
         text.lines().filter_map(|l| l.strip_prefix("oom_kill ")).any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+    }
+
+    /// SIGKILL every process of the environment except `keep` (the outer bwrap, which then
+    /// reaps the sandbox's pid 1 and exits, so no zombie is left for the host's init to reap
+    /// while it still pins the cgroup).
+    pub fn kill_except(&self, keep: u32) {
+        let Some(dir) = self.dirs.first() else { return };
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            if pid as u32 != keep {
+                // SAFETY: kill(2) has no memory effects; a stale pid at worst gets ESRCH.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 
     /// Kill whatever is left and remove the cgroups. Blocking; call off the async workers.

@@ -13,6 +13,7 @@
 mod bwrap;
 pub mod cgroup;
 pub mod init;
+pub mod scratch;
 pub mod seccomp;
 
 use std::os::fd::OwnedFd;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 
 pub use bwrap::{BwrapConfig, BwrapSandbox};
 use quarters_types::EnvId;
+pub use scratch::{ScratchConfig, ScratchDisk, ScratchDisks};
 use tokio::sync::{mpsc, oneshot};
 
 /// Where, inside every sandbox, the environment's private directory is mounted. It holds the
