@@ -47,11 +47,11 @@ def test_per_tenant_limit_protects_other_tenants(server, probe_zip):
     server.quarters("tenant-limit", name, "--max-concurrency", "2")
     shown = server.quarters("tenant-limit", name)
     assert "at most 2" in shown.stdout
-    results = concurrently(6, lambda i: invoke(lam, name, "noisy", {"action": "sleep", "ms": 800}))
+    results = concurrently(6, lambda i: invoke(lam, name, "noisy", {"action": "sleep", "ms": 2000}))
     assert throttles(results, "TenantConcurrentInvocationLimitExceeded") >= 3
     assert sum(1 for kind, _ in results if kind == "ok") >= 2
     # While the noisy tenant is at its cap, a quiet tenant still gets through.
-    blocker = threading.Thread(target=lambda: concurrently(2, lambda i: invoke(lam, name, "noisy", {"action": "sleep", "ms": 800})))
+    blocker = threading.Thread(target=lambda: concurrently(2, lambda i: invoke(lam, name, "noisy", {"action": "sleep", "ms": 2000})))
     blocker.start()
     r = invoke(lam, name, "quiet", {"action": "echo"})
     assert "FunctionError" not in r

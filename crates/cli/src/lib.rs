@@ -136,11 +136,15 @@ enum Command {
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("sandbox-init") {
-        let rest = match args.get(2).map(String::as_str) {
-            Some("--") => &args[3..],
-            _ => &args[2..],
-        };
-        quarters_sandbox::init::main(rest);
+        let mut rest = &args[2..];
+        let direct = rest.first().map(String::as_str) == Some("--direct");
+        if direct {
+            rest = &rest[1..];
+        }
+        if rest.first().map(String::as_str) == Some("--") {
+            rest = &rest[1..];
+        }
+        quarters_sandbox::init::main(rest, direct);
     }
     let cli = Cli::parse();
     // The demo's own output is the point; the platform's logs stay at warnings unless asked.

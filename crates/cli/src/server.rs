@@ -148,6 +148,13 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         pids_max: cfg.pids_max,
         hardening: !cfg.no_hardening,
     })?;
+    // Each environment's network namespace is made here, with its Runtime API listener inside.
+    match quarters_sandbox::netns::NetnsFactory::start(8, quarters_sandbox::RUNTIME_API_ADDR) {
+        Ok(f) => sandbox = sandbox.with_netns(Arc::new(f)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot make network namespaces here: the Runtime API is relayed by the sandbox init")
+        }
+    }
     // /tmp on a scratch disk per environment, so it does not count against function memory.
     match ScratchDisks::new(ScratchConfig::new(data_dir.join("scratch"))) {
         Ok(disks) => sandbox = sandbox.with_scratch(Arc::new(disks)),

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quarters_runtime_api::{Invocation, Outcome, RuntimeApi, RuntimeEvent};
-use quarters_sandbox::{Exit, ExitInfo, RAPI_SOCKET, RUNTIME_API_ADDR, Sandbox, SandboxSpec};
+use quarters_runtime_api::{Invocation, Listener, Outcome, RuntimeApi, RuntimeEvent};
+use quarters_sandbox::{Exit, ExitInfo, RUNTIME_API_ADDR, RuntimeChannel, Sandbox, SandboxSpec};
 use quarters_telemetry::LogStore;
 use quarters_types::time::{now_ms, rfc3339_ms, stream_date};
 use quarters_types::{Arns, EnvId, FunctionConfig, LogFormat, TenantId, limits};
@@ -242,7 +242,16 @@ impl Manager {
             }
             other => other?,
         };
-        let (response, finish) = self.run(&mut env, &key, &req, cold).await;
+        let (response, finish, undelivered) = self.run(&mut env, &key, &req, cold).await;
+        self.release(env, finish);
+        if !undelivered {
+            return Ok(response);
+        }
+        // A warm environment died before its runtime took the event (it crashed between
+        // invocations): the event never ran, so run it once more, in another environment.
+        tracing::info!("environment died before taking the invocation; retrying in another");
+        let (mut env, cold) = self.acquire(&key, &req.target).await?;
+        let (response, finish, _) = self.run(&mut env, &key, &req, cold).await;
         self.release(env, finish);
         Ok(response)
     }
@@ -378,11 +387,17 @@ impl Manager {
         let run_dir = self.inner.cfg.run_dir.join(id.to_string());
         let fail = |e: std::io::Error| InvokeError::Sandbox(e.to_string());
         std::fs::create_dir_all(&run_dir).map_err(fail)?;
-        let (rapi, events) = match RuntimeApi::serve(&run_dir.join(RAPI_SOCKET)) {
+        let served = self.inner.sandbox.runtime_channel(&run_dir).map_err(|e| e.to_string()).and_then(|ch| match ch {
+            RuntimeChannel::Unix(path) => RuntimeApi::serve(&path).map(|x| (x, None)).map_err(|e| e.to_string()),
+            RuntimeChannel::Netns { listener, netns } => tokio::net::TcpListener::from_std(listener)
+                .map(|l| (RuntimeApi::serve_on(Listener::Tcp(l)), Some(Arc::new(netns))))
+                .map_err(|e| e.to_string()),
+        });
+        let ((rapi, events), netns) = match served {
             Ok(x) => x,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&run_dir);
-                return Err(InvokeError::Sandbox(e.to_string()));
+                return Err(InvokeError::Sandbox(e));
             }
         };
         let spec = SandboxSpec {
@@ -393,6 +408,7 @@ impl Manager {
             memory_mb: cfg.memory_mb,
             tmp_mb: cfg.ephemeral_mb,
             command: vec!["/var/task/bootstrap".to_string()],
+            netns,
         };
         let launched_at = Instant::now();
         let launched = match self.inner.sandbox.launch(&spec) {
@@ -441,7 +457,13 @@ impl Manager {
     }
 
     /// The invocation state machine, on an environment this invocation owns.
-    async fn run(&self, env: &mut Env, key: &PoolKey, req: &InvokeRequest, cold: bool) -> (InvokeResponse, Finish) {
+    async fn run(
+        &self,
+        env: &mut Env,
+        key: &PoolKey,
+        req: &InvokeRequest,
+        cold: bool,
+    ) -> (InvokeResponse, Finish, bool) {
         let cfg = &req.target.config;
         let started = Instant::now();
         let deadline = started + Duration::from_secs(u64::from(cfg.timeout_s));
@@ -481,6 +503,7 @@ impl Manager {
                 }
             }
         };
+        let undelivered = !cold && matches!(ended, Ended::Exited(_)) && env.rapi.withdraw();
         // Everything the runtime wrote before it answered is in the pipe now.
         env.logs.drain_now(true);
         let duration = started.elapsed();
@@ -560,7 +583,7 @@ impl Manager {
             cold_start: cold,
             env_id: env.info.id,
         };
-        (response, finish)
+        (response, finish, undelivered)
     }
 
     fn release(&self, mut env: Env, finish: Finish) {

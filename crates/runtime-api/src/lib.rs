@@ -134,6 +134,12 @@ impl RuntimeApi {
         (Self { shared, server }, rx)
     }
 
+    /// Take back the queued invocation if the runtime never fetched it; true if it was still
+    /// queued (it never reached the runtime, so it can safely run elsewhere).
+    pub fn withdraw(&self) -> bool {
+        lock(&self.shared.pending).take().is_some()
+    }
+
     /// Queue an invocation for the runtime's next `/next`. The receiver resolves when the
     /// runtime posts its response or error; it is dropped if the runtime never does.
     pub fn dispatch(&self, inv: Invocation) -> Result<oneshot::Receiver<Outcome>, RuntimeApiError> {

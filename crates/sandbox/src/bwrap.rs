@@ -9,11 +9,12 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cgroup::{CgroupLayout, Limits};
+use crate::netns::NetnsFactory;
 use crate::scratch::{ScratchDisk, ScratchDisks};
 use crate::seccomp::Filters;
 use crate::{
-    EXIT_FILE, Exit, ExitInfo, Launched, SANDBOX_RUN_DIR, Sandbox, SandboxControl, SandboxError, SandboxSpec,
-    output_pipe,
+    EXIT_FILE, Exit, ExitInfo, Launched, RuntimeChannel, SANDBOX_RUN_DIR, Sandbox, SandboxControl, SandboxError,
+    SandboxSpec, output_pipe,
 };
 
 /// The uid and gid a function runs as inside its user namespace (as Lambda's `sbx_user1051`).
@@ -50,6 +51,7 @@ pub struct BwrapSandbox {
     /// Where each sandbox's `/tmp` comes from; without it, a tmpfs (charged to the sandbox's
     /// memory cgroup).
     scratch: Option<Arc<ScratchDisks>>,
+    netns: Option<Arc<NetnsFactory>>,
 }
 
 impl BwrapSandbox {
@@ -59,11 +61,18 @@ impl BwrapSandbox {
         } else {
             None
         };
-        Ok(Self { config, seccomp, scratch: None })
+        Ok(Self { config, seccomp, scratch: None, netns: None })
     }
 
     /// Give every sandbox its own scratch disk of `SandboxSpec::tmp_mb` as `/tmp`, instead of a
     /// tmpfs of that size, so that `/tmp` does not count against the function's memory.
+    /// Run each sandbox in a network namespace the platform made, with the Runtime API
+    /// listener already inside it (no relay).
+    pub fn with_netns(mut self, factory: Arc<NetnsFactory>) -> Self {
+        self.netns = Some(factory);
+        self
+    }
+
     pub fn with_scratch(mut self, disks: Arc<ScratchDisks>) -> Self {
         self.scratch = Some(disks);
         self
@@ -74,7 +83,13 @@ impl BwrapSandbox {
     fn args(&self, spec: &SandboxSpec, seccomp_fds: &[i32], tmp: Option<&Path>) -> Vec<String> {
         let mut a: Vec<String> = Vec::with_capacity(64 + 3 * spec.env.len());
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        push(&["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
+        if spec.netns.is_some() {
+            // The network namespace is the one made for this environment (entered before exec).
+            push(&["--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]);
+        } else {
+            push(&["--unshare-all"]);
+        }
+        push(&["--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
         push(&["--uid", &SANDBOX_UID.to_string(), "--gid", &SANDBOX_GID.to_string()]);
         push(&["--hostname", "localhost"]);
         push(&["--ro-bind", "/usr", "/usr"]);
@@ -104,7 +119,11 @@ impl BwrapSandbox {
         for (k, v) in &spec.env {
             push(&["--setenv", k, v]);
         }
-        push(&["--", INIT_PATH, "sandbox-init", "--"]);
+        if spec.netns.is_some() {
+            push(&["--", INIT_PATH, "sandbox-init", "--direct", "--"]);
+        } else {
+            push(&["--", INIT_PATH, "sandbox-init", "--"]);
+        }
         a.extend(spec.command.iter().cloned());
         a
     }
@@ -117,6 +136,16 @@ fn path_str(p: &Path) -> String {
 impl Sandbox for BwrapSandbox {
     fn name(&self) -> &'static str {
         "bwrap"
+    }
+
+    fn runtime_channel(&self, run_dir: &Path) -> Result<RuntimeChannel, SandboxError> {
+        match &self.netns {
+            Some(f) => {
+                let p = f.take().map_err(SandboxError::Prepare)?;
+                Ok(RuntimeChannel::Netns { listener: p.listener, netns: p.netns })
+            }
+            None => Ok(RuntimeChannel::Unix(run_dir.join(crate::RAPI_SOCKET))),
+        }
     }
 
     fn launch(&self, spec: &SandboxSpec) -> Result<Launched, SandboxError> {
@@ -156,12 +185,17 @@ impl Sandbox for BwrapSandbox {
             .stdout(Stdio::from(write))
             .stderr(Stdio::from(write2));
         let attach: Vec<i32> = cgroup.as_ref().map(|c| c.attach_fds()).unwrap_or_default();
-        // SAFETY: the closure runs between fork and exec in the child. It only calls write(2)
-        // and fcntl(2) on fds that were opened before the fork and stay open until spawn
-        // returns; both are async-signal-safe and the closure allocates nothing. Clearing
-        // FD_CLOEXEC here affects only the child's copies, so no other spawn inherits them.
+        let netns_fd: i32 = spec.netns.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+        // SAFETY: the closure runs between fork and exec in the child. It only calls write(2),
+        // setns(2) and fcntl(2) on fds that were opened before the fork and stay open until
+        // spawn returns (`spec` outlives the spawn); these are async-signal-safe and the
+        // closure allocates nothing. Clearing FD_CLOEXEC and entering the network namespace
+        // affect only the child, so no other spawn inherits either.
         unsafe {
             cmd.pre_exec(move || {
+                if netns_fd >= 0 && libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 for fd in &attach {
                     if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
                         return Err(std::io::Error::last_os_error());
@@ -332,6 +366,7 @@ mod tests {
             memory_mb: 128,
             tmp_mb: 512,
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            netns: None,
         };
         let launched = sandbox.launch(&spec).expect("launch");
         let exit = tokio::time::timeout(std::time::Duration::from_secs(120), launched.exited)

@@ -20,24 +20,28 @@ use std::process::Command;
 
 use crate::{EXIT_FILE, RAPI_SOCKET, RUNTIME_API_ADDR, SANDBOX_RUN_DIR};
 
-/// Entry point. `command` is the runtime's command line. Never returns.
-pub fn main(command: &[String]) -> ! {
+/// Entry point. `command` is the runtime's command line. With `direct`, the platform already
+/// listens on the Runtime API address inside this sandbox's network namespace and there is
+/// nothing to relay. Never returns.
+pub fn main(command: &[String], direct: bool) -> ! {
     close_inherited_fds();
     let Some((program, args)) = command.split_first() else {
         fail("sandbox-init: no command given");
     };
-    let listener = match TcpListener::bind(RUNTIME_API_ADDR) {
-        Ok(l) => l,
-        Err(e) => fail(&format!("sandbox-init: cannot listen on {RUNTIME_API_ADDR}: {e}")),
-    };
     let run_dir = Path::new(SANDBOX_RUN_DIR);
-    let upstream = run_dir.join(RAPI_SOCKET);
-    let spawned = std::thread::Builder::new()
-        .name("rapi-accept".into())
-        .stack_size(64 * 1024)
-        .spawn(move || accept_loop(listener, &upstream));
-    if let Err(e) = spawned {
-        fail(&format!("sandbox-init: cannot start relay: {e}"));
+    if !direct {
+        let listener = match TcpListener::bind(RUNTIME_API_ADDR) {
+            Ok(l) => l,
+            Err(e) => fail(&format!("sandbox-init: cannot listen on {RUNTIME_API_ADDR}: {e}")),
+        };
+        let upstream = run_dir.join(RAPI_SOCKET);
+        let spawned = std::thread::Builder::new()
+            .name("rapi-accept".into())
+            .stack_size(64 * 1024)
+            .spawn(move || accept_loop(listener, &upstream));
+        if let Err(e) = spawned {
+            fail(&format!("sandbox-init: cannot start relay: {e}"));
+        }
     }
     let status = match Command::new(program).args(args).status() {
         Ok(s) => s,

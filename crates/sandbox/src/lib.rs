@@ -13,6 +13,7 @@
 mod bwrap;
 pub mod cgroup;
 pub mod init;
+pub mod netns;
 pub mod scratch;
 pub mod seccomp;
 
@@ -48,6 +49,19 @@ pub struct SandboxSpec {
     pub tmp_mb: u32,
     /// The runtime's command line, as seen inside the sandbox.
     pub command: Vec<String>,
+    /// The network namespace to run in, made by [`Sandbox::runtime_channel`] (else the
+    /// sandbox makes its own and relays the Runtime API to a Unix socket).
+    pub netns: Option<std::sync::Arc<OwnedFd>>,
+}
+
+/// How the runtime inside a sandbox reaches its environment's Runtime API.
+pub enum RuntimeChannel {
+    /// The platform serves a Unix socket at this path; the sandbox init relays
+    /// `127.0.0.1:9001` to it.
+    Unix(PathBuf),
+    /// The platform serves this listener, bound at `127.0.0.1:9001` inside the environment's
+    /// own network namespace `netns`, which the sandbox then runs in: no relay.
+    Netns { listener: std::net::TcpListener, netns: OwnedFd },
 }
 
 /// How a sandbox's runtime ended.
@@ -147,6 +161,11 @@ pub trait Sandbox: Send + Sync + 'static {
 
     /// A short name for logs and `quarters envs` (e.g. `bwrap`).
     fn name(&self) -> &'static str;
+
+    /// Prepare the channel of a new environment's Runtime API (before [`Sandbox::launch`]).
+    fn runtime_channel(&self, run_dir: &std::path::Path) -> Result<RuntimeChannel, SandboxError> {
+        Ok(RuntimeChannel::Unix(run_dir.join(RAPI_SOCKET)))
+    }
 }
 
 /// Create a pipe; the read end is non-blocking, both ends close on exec.
