@@ -6,9 +6,10 @@
 //!
 //! The real backend, [`BwrapSandbox`], spawns by fork+exec only: `bwrap` from Debian's
 //! bubblewrap makes the namespaces and mounts, then execs this very binary in its
-//! single-threaded `sandbox-init` mode ([`init`]), which serves the Runtime API port inside the
-//! sandbox's own network namespace, relays it to the environment's private Unix socket, and
-//! supervises the function's runtime.
+//! single-threaded `sandbox-init` mode ([`init`]), which supervises the function's runtime. The
+//! sandbox runs in a network namespace the platform made ([`netns`]) with the environment's
+//! Runtime API listener already inside; where that is not possible, the init relays the Runtime
+//! API port to the environment's private Unix socket instead.
 
 mod bwrap;
 pub mod cgroup;
