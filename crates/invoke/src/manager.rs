@@ -489,8 +489,12 @@ impl Manager {
                 let init = if env.initialized {
                     Ok(())
                 } else {
-                    let init_deadline = (env.launched_at + self.inner.cfg.init_timeout).min(deadline);
-                    let r = wait_init(env, init_deadline).await;
+                    let init_limit = env.launched_at + self.inner.cfg.init_timeout;
+                    let init_deadline = init_limit.min(deadline);
+                    let r = match wait_init(env, init_deadline).await {
+                        Err(Ended::Timeout) if init_limit < deadline => Err(Ended::InitTimeout),
+                        other => other,
+                    };
                     if r.is_ok() {
                         env.initialized = true;
                         init_duration = Some(env.launched_at.elapsed());
@@ -527,6 +531,23 @@ impl Manager {
                 "error",
             ),
             Ended::InitError { error_type, body } => (error_body(&error_type, body), true, Finish::Destroy, "error"),
+            Ended::InitTimeout => {
+                let secs = self.inner.cfg.init_timeout.as_secs_f64();
+                env.logs.platform(format!(
+                    "{} {} Init timed out after {secs:.2} seconds",
+                    rfc3339_ms(now_ms()),
+                    request_id
+                ));
+                (
+                    platform_error(
+                        "Sandbox.Timedout",
+                        &format!("RequestId: {request_id} Error: Init timed out after {secs:.2} seconds"),
+                    ),
+                    true,
+                    Finish::Destroy,
+                    "timeout",
+                )
+            }
             Ended::Timeout => {
                 env.logs.platform(format!(
                     "{} {} Task timed out after {}.00 seconds",
@@ -793,8 +814,13 @@ const UNKNOWN_EXIT: Exit = Exit { status: ExitInfo::Unknown, oom_killed: false, 
 
 enum Ended {
     Outcome(Outcome),
-    InitError { error_type: String, body: Bytes },
+    InitError {
+        error_type: String,
+        body: Bytes,
+    },
     Timeout,
+    /// The runtime did not ask for its first event within the init timeout.
+    InitTimeout,
     Exited(Exit),
     Platform(String),
 }
