@@ -78,6 +78,9 @@ def test_other_environments_are_invisible(server, attacker):
     _, ps = call(lam, attacker, "mallory", {"action": "ps"})
     cmdlines = [p["cmdline"] for p in ps["processes"]]
     assert len(cmdlines) <= 4, cmdlines  # bwrap's pid 1, our init, the runtime
+    # No host path (the data or run directories) shows in any command line.
+    for c in cmdlines:
+        assert str(server.data_dir) not in c and "/run/quarters" not in c and "--setenv" not in c, c
     _, ls = call(lam, attacker, "mallory", {"action": "ls", "path": "/proc"})
     pids = [e for e in ls["entries"] if e.isdigit()]
     for pid in pids:

@@ -177,9 +177,24 @@ impl Sandbox for BwrapSandbox {
             None => Vec::new(),
         };
         let seccomp_fds: Vec<i32> = seccomp.iter().map(|f| f.as_raw_fd()).collect();
-        let inherit = seccomp_fds.clone();
+        // The arguments go through a memfd (`--args FD`), so that the sandbox's own `ps` does
+        // not show host paths or the environment variables of bwrap's command line.
+        // (bwrap takes options from the fd; the command after `--` stays on the command line.)
+        let all = self.args(spec, &seccomp_fds, scratch.as_ref().map(ScratchDisk::path));
+        let split = all.iter().position(|a| a == "--").unwrap_or(all.len());
+        let (options, command) = all.split_at(split);
+        let mut packed = Vec::new();
+        for a in options {
+            packed.extend_from_slice(a.as_bytes());
+            packed.push(0);
+        }
+        let args_fd = sealed_memfd(&packed).map_err(|e| SandboxError::Prepare(undo(e)))?;
+        let mut inherit = seccomp_fds.clone();
+        inherit.push(args_fd.as_raw_fd());
         let mut cmd = Command::new(&self.config.bwrap);
-        cmd.args(self.args(spec, &seccomp_fds, scratch.as_ref().map(ScratchDisk::path)))
+        cmd.arg("--args")
+            .arg(args_fd.as_raw_fd().to_string())
+            .args(command)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::from(write))
@@ -212,6 +227,7 @@ impl Sandbox for BwrapSandbox {
         let child = cmd.spawn();
         drop(cmd); // closes our copies of the pipe's write end
         drop(seccomp);
+        drop(args_fd);
         let mut child = match child {
             Ok(c) => c,
             Err(e) => return Err(SandboxError::Spawn(undo(e))),
@@ -277,7 +293,7 @@ fn sealed_memfd(data: &[u8]) -> std::io::Result<OwnedFd> {
     use std::io::{Seek, Write};
     use std::os::fd::FromRawFd;
     // SAFETY: memfd_create with a valid NUL-terminated name; on success we own the new fd.
-    let fd = unsafe { libc::memfd_create(c"quarters-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(c"quarters-bwrap".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
