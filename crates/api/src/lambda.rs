@@ -107,11 +107,7 @@ pub async fn list_functions(State(app): State<Arc<App>>, q: Q) -> ApiResult {
         })
         .collect();
     let (page, next) = paginate(items, q.get("Marker"), max);
-    let mut out = json!({ "Functions": page });
-    if let Some(m) = next {
-        out["NextMarker"] = m.into();
-    }
-    ok(StatusCode::OK, out)
+    ok(StatusCode::OK, page_body("Functions", page, next))
 }
 
 fn parse_max_items(q: &Q) -> Result<usize, ApiError> {
@@ -127,6 +123,15 @@ fn parse_max_items(q: &Q) -> Result<usize, ApiError> {
             .into()),
         },
     }
+}
+
+/// A list response: the page under `key`, and `NextMarker` when there is more.
+fn page_body(key: &str, page: Vec<Value>, next: Option<String>) -> Value {
+    let mut out = json!({ key: page });
+    if let Some(m) = next {
+        out["NextMarker"] = m.into();
+    }
+    out
 }
 
 /// Items are sorted by key; a marker is the key of the first item of the next page.
@@ -242,11 +247,7 @@ pub async fn list_versions(State(app): State<Arc<App>>, Path(name): Path<String>
         })
         .collect();
     let (page, next) = paginate(items, q.get("Marker"), max);
-    let mut out = json!({ "Versions": page });
-    if let Some(m) = next {
-        out["NextMarker"] = m.into();
-    }
-    ok(StatusCode::OK, out)
+    ok(StatusCode::OK, page_body("Versions", page, next))
 }
 
 pub async fn create_alias(State(app): State<Arc<App>>, Path(name): Path<String>, q: Q, body: Bytes) -> ApiResult {
@@ -315,11 +316,7 @@ pub async fn list_aliases(State(app): State<Arc<App>>, Path(name): Path<String>,
         .map(|a| (a.name.clone(), wire::alias_configuration(&app.control.arns, r.name.as_str(), a)))
         .collect();
     let (page, next) = paginate(items, q.get("Marker"), max);
-    let mut out = json!({ "Aliases": page });
-    if let Some(m) = next {
-        out["NextMarker"] = m.into();
-    }
-    ok(StatusCode::OK, out)
+    ok(StatusCode::OK, page_body("Aliases", page, next))
 }
 
 pub async fn put_concurrency(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bytes) -> ApiResult {
