@@ -86,7 +86,7 @@ impl From<InvokeError> for ApiError {
                 tracing::error!(error = %m, "sandbox failure");
                 Self::new(StatusCode::BAD_GATEWAY, "ResourceNotReadyException", m)
             }
-            InvokeError::InvalidEntrypoint => Self::internal("no bootstrap"),
+            InvokeError::InvalidEntrypoint(why) => Self::internal(why),
             InvokeError::ShuttingDown => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", "The server is shutting down")
             }

@@ -270,7 +270,7 @@ impl CreateFunctionIn {
         }
         let zip =
             decode_zip(&code.zip_file.ok_or_else(|| ApiError::invalid("Please provide a source for function code."))?)?;
-        let runtime = Runtime::parse(&required(self.runtime, "runtime")?)?;
+        let runtime = runtime_here(&required(self.runtime, "runtime")?)?;
         let handler = required(self.handler, "handler")?;
         FunctionConfig::validate_handler(&handler)?;
         if self.layers.as_ref().is_some_and(|l| !l.is_empty()) {
@@ -369,7 +369,7 @@ impl UpdateConfigIn {
         }
         let mut n = c.clone();
         if let Some(r) = self.runtime {
-            n.runtime = Runtime::parse(&r)?;
+            n.runtime = runtime_here(&r)?;
         }
         if let Some(r) = self.role {
             FunctionConfig::validate_role(&r)?;
@@ -471,8 +471,9 @@ pub fn function_configuration(arns: &Arns, v: &VersionRecord, view: View) -> Val
         out["TenancyConfig"] = json!({ "TenantIsolationMode": "PER_TENANT" });
     }
     if view != View::List {
-        out["RuntimeVersionConfig"] =
-            json!({ "RuntimeVersionArn": arns.runtime_version(&format!("quarters-{}", c.runtime.as_str())) });
+        out["RuntimeVersionConfig"] = json!({
+            "RuntimeVersionArn": arns.runtime_version(&quarters_invoke::runtimes::runtime_version_id(c.runtime))
+        });
     }
     match view {
         View::Created => {
@@ -512,4 +513,18 @@ pub fn alias_configuration(arns: &Arns, function: &str, a: &AliasRecord) -> Valu
 /// Every version of a function, `$LATEST` first.
 pub fn all_versions(e: &FunctionEntry) -> impl Iterator<Item = &VersionRecord> {
     std::iter::once(&e.latest).chain(e.versions.values())
+}
+
+/// A runtime identifier AWS knows and this host can run (a managed runtime needs its
+/// interpreter). A host interpreter of another version than the identifier names is accepted,
+/// with a warning in the server's log.
+fn runtime_here(value: &str) -> Result<Runtime, ApiError> {
+    let runtime = Runtime::parse(value)?;
+    if let Some(why) = quarters_invoke::runtimes::unavailable(runtime) {
+        return Err(ApiError::invalid(why));
+    }
+    if let Some(note) = quarters_invoke::runtimes::version_warning(runtime) {
+        tracing::warn!(runtime = runtime.as_str(), "{note}");
+    }
+    Ok(runtime)
 }

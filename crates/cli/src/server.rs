@@ -81,6 +81,7 @@ impl RunningServer {
         self.task.await.context("server task")?.context("server")?;
         // Every environment is gone: remove this instance's own parents too.
         self.cgroups.remove_parents();
+        let _ = std::fs::remove_dir_all(self.run_dir.join(quarters_invoke::RUNTIMES_DIR));
         let _ = std::fs::remove_dir(&self.run_dir);
         Ok(())
     }

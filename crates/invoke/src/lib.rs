@@ -9,10 +9,12 @@
 mod env;
 mod logs;
 mod manager;
+pub mod runtimes;
 
 pub use env::{EnvState, EnvView};
 pub use manager::{
-    InvokeError, InvokeRequest, InvokeResponse, Manager, ManagerConfig, PoolKey, PoolStatus, Target, TargetResolver,
+    InvokeError, InvokeRequest, InvokeResponse, Manager, ManagerConfig, PoolKey, PoolStatus, RUNTIMES_DIR, Target,
+    TargetResolver,
 };
 
 #[cfg(test)]

@@ -16,6 +16,10 @@ use tracing::Instrument;
 
 use crate::env::{Env, EnvInfo, EnvState, EnvView};
 use crate::logs::{LogCapture, StreamMeta, lock};
+use crate::runtimes::{Entrypoint, RuntimeFiles};
+
+/// Under the run directory: the managed runtimes' client files.
+pub const RUNTIMES_DIR: &str = "runtimes";
 
 #[path = "pool.rs"]
 mod pool;
@@ -92,9 +96,10 @@ pub enum InvokeError {
     Sandbox(String),
     #[error("the server is shutting down")]
     ShuttingDown,
-    /// The code has no `bootstrap` to run (reported to the caller as a function error).
-    #[error("no bootstrap in the function's code")]
-    InvalidEntrypoint,
+    /// The function has nothing to run: no `bootstrap` in its code, or no interpreter for its
+    /// runtime on this host (reported to the caller as a function error).
+    #[error("invalid entrypoint: {0}")]
+    InvalidEntrypoint(String),
 }
 
 #[derive(Default)]
@@ -124,6 +129,7 @@ struct Inner {
     cfg: ManagerConfig,
     sandbox: Arc<dyn Sandbox>,
     logs: Arc<LogStore>,
+    runtimes: RuntimeFiles,
     state: Mutex<State>,
     /// Sandboxes still being torn down.
     teardown: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
@@ -169,9 +175,12 @@ enum Finish {
 impl Manager {
     pub fn new(cfg: ManagerConfig, sandbox: Arc<dyn Sandbox>, logs: Arc<LogStore>) -> std::io::Result<Self> {
         std::fs::create_dir_all(&cfg.run_dir)?;
+        let runtimes = RuntimeFiles::write(&cfg.run_dir.join(RUNTIMES_DIR))?;
+        crate::runtimes::detect();
         let m = Self {
             inner: Arc::new(Inner {
                 cfg,
+                runtimes,
                 sandbox,
                 logs,
                 state: Mutex::new(State::default()),
@@ -224,14 +233,11 @@ impl Manager {
         };
         let _admission = self.admit(&req.target, req.tenant.as_ref())?;
         let (mut env, cold) = match self.acquire(&key, &req.target).await {
-            Err(InvokeError::InvalidEntrypoint) => {
+            Err(InvokeError::InvalidEntrypoint(why)) => {
                 return Ok(InvokeResponse {
                     body: platform_error(
                         "Runtime.InvalidEntrypoint",
-                        &format!(
-                            "RequestId: {} Error: Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]",
-                            req.request_id
-                        ),
+                        &format!("RequestId: {} Error: {why}", req.request_id),
                     ),
                     function_error: true,
                     executed_version: key.version.clone(),
@@ -358,11 +364,7 @@ impl Manager {
             env.info.set_state(EnvState::Busy);
             return Ok((env, false));
         }
-        let spawned = if target.task_dir.join("bootstrap").is_file() {
-            self.spawn_env(key, target)
-        } else {
-            Err(InvokeError::InvalidEntrypoint)
-        };
+        let spawned = self.entrypoint(target).and_then(|ep| self.spawn_env(key, target, ep));
         match spawned {
             Ok(env) => Ok((env, true)),
             Err(e) => {
@@ -375,11 +377,16 @@ impl Manager {
         }
     }
 
-    fn spawn_env(&self, key: &PoolKey, target: &Target) -> Result<Env, InvokeError> {
-        self.spawn_env_as(key, target, false)
+    /// How the function's environments start (one place for custom and managed runtimes).
+    fn entrypoint(&self, target: &Target) -> Result<Entrypoint, InvokeError> {
+        self.inner.runtimes.entrypoint(target.config.runtime, &target.task_dir).map_err(InvokeError::InvalidEntrypoint)
     }
 
-    fn spawn_env_as(&self, key: &PoolKey, target: &Target, pooled: bool) -> Result<Env, InvokeError> {
+    fn spawn_env(&self, key: &PoolKey, target: &Target, ep: Entrypoint) -> Result<Env, InvokeError> {
+        self.spawn_env_as(key, target, ep, false)
+    }
+
+    fn spawn_env_as(&self, key: &PoolKey, target: &Target, ep: Entrypoint, pooled: bool) -> Result<Env, InvokeError> {
         let cfg = &target.config;
         let id = EnvId::from_random(rand::random());
         let now = now_ms();
@@ -404,10 +411,11 @@ impl Manager {
             env_id: id,
             task_dir: target.task_dir.clone(),
             run_dir: run_dir.clone(),
-            env: runtime_env(cfg, &key.version, &stream, &self.inner.cfg.arns),
+            env: runtime_env(cfg, &key.version, &stream, &self.inner.cfg.arns, ep.env),
             memory_mb: cfg.memory_mb,
             tmp_mb: cfg.ephemeral_mb,
-            command: vec!["/var/task/bootstrap".to_string()],
+            command: ep.command,
+            ro_binds: ep.ro_binds,
             netns,
         };
         let launched_at = Instant::now();
@@ -483,6 +491,8 @@ impl Manager {
             trace_id: trace_id(),
         };
         let mut init_duration = None;
+        // Duration is the invoke phase's: from the end of init, if this call waited for one.
+        let mut invoke_started = started;
         let ended = match env.dispatch(key, inv) {
             Err(e) => Ended::Platform(e.to_string()),
             Ok(outcome_rx) => {
@@ -498,6 +508,7 @@ impl Manager {
                     if r.is_ok() {
                         env.initialized = true;
                         init_duration = Some(env.launched_at.elapsed());
+                        invoke_started = Instant::now();
                     }
                     r
                 };
@@ -510,7 +521,7 @@ impl Manager {
         let undelivered = !cold && matches!(ended, Ended::Exited(_)) && env.rapi.withdraw();
         // Everything the runtime wrote before it answered is in the pipe now.
         env.logs.drain_now(true);
-        let duration = started.elapsed();
+        let duration = invoke_started.elapsed();
         let timeout_s = cfg.timeout_s;
         let (body, function_error, finish, status) = match ended {
             Ended::Outcome(Outcome::Response(b)) => (b, false, Finish::Keep, "success"),
@@ -881,7 +892,13 @@ fn trace_id() -> String {
 }
 
 /// The runtime's environment variables (reference §4.1).
-fn runtime_env(cfg: &FunctionConfig, version: &str, stream: &str, arns: &Arns) -> Vec<(String, String)> {
+fn runtime_env(
+    cfg: &FunctionConfig,
+    version: &str,
+    stream: &str,
+    arns: &Arns,
+    runtime: Vec<(String, String)>,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = cfg.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut set = |k: &str, v: &str| env.push((k.to_owned(), v.to_owned()));
     set("AWS_LAMBDA_FUNCTION_NAME", &cfg.name);
@@ -910,13 +927,13 @@ fn runtime_env(cfg: &FunctionConfig, version: &str, stream: &str, arns: &Arns) -
             set("AWS_LAMBDA_LOG_LEVEL", level);
         }
     }
+    env.extend(runtime);
     env
 }
 
 fn init_start_line(cfg: &FunctionConfig, version: &str, arns: &Arns) -> String {
-    let rt = cfg.runtime.as_str();
-    let runtime_version = format!("{}.quarters{}", rt.replace('.', ":"), env!("CARGO_PKG_VERSION"));
-    let arn = arns.runtime_version(&format!("quarters-{}", env!("CARGO_PKG_VERSION")));
+    let runtime_version = crate::runtimes::runtime_version(cfg.runtime);
+    let arn = arns.runtime_version(&crate::runtimes::runtime_version_id(cfg.runtime));
     match cfg.logging.log_format {
         LogFormat::Text => {
             format!("INIT_START Runtime Version: {runtime_version}\tRuntime Version ARN: {arn}")
@@ -1143,7 +1160,8 @@ mod tests {
             tenant: Some(TenantId::parse("blue").expect("t")),
         };
         let green = PoolKey { tenant: Some(TenantId::parse("green").expect("t")), ..blue.clone() };
-        let env = f.manager.spawn_env(&blue, &f.target).expect("spawn");
+        let ep = f.manager.entrypoint(&f.target).expect("entrypoint");
+        let env = f.manager.spawn_env(&blue, &f.target, ep).expect("spawn");
         let inv = |tenant: &str| Invocation {
             request_id: "r".into(),
             payload: Bytes::new(),

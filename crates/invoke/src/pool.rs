@@ -152,9 +152,9 @@ impl Manager {
             generation: target.generation,
             tenant: None,
         };
-        let started = if target.task_dir.join("bootstrap").is_file() {
+        let started = if let Ok(ep) = self.entrypoint(&target) {
             lock(&self.inner.state).per_function.entry(key.function_uid.clone()).or_default().envs += 1;
-            match self.spawn_env_as(&key, &target, true) {
+            match self.spawn_env_as(&key, &target, ep, true) {
                 Ok(mut env) => {
                     let deadline = Instant::now() + self.inner.cfg.init_timeout;
                     match wait_init(&mut env, deadline).await {

@@ -107,6 +107,9 @@ impl BwrapSandbox {
             }
         }
         push(&["--ro-bind", &path_str(&spec.task_dir), "/var/task"]);
+        for (host, inside) in &spec.ro_binds {
+            push(&["--ro-bind", &path_str(host), inside]);
+        }
         push(&["--ro-bind", &path_str(&self.config.init_exe), INIT_PATH]);
         push(&["--bind", &path_str(&spec.run_dir), SANDBOX_RUN_DIR]);
         push(&["--chdir", "/var/task", "--clearenv"]);
@@ -382,6 +385,7 @@ mod tests {
             memory_mb: 128,
             tmp_mb: 512,
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            ro_binds: Vec::new(),
             netns: None,
         };
         let launched = sandbox.launch(&spec).expect("launch");

@@ -50,6 +50,8 @@ pub struct SandboxSpec {
     pub tmp_mb: u32,
     /// The runtime's command line, as seen inside the sandbox.
     pub command: Vec<String>,
+    /// More read-only binds, host path to sandbox path: a managed runtime's files, layers.
+    pub ro_binds: Vec<(PathBuf, String)>,
     /// The network namespace to run in, made by [`Sandbox::runtime_channel`] (else the
     /// sandbox makes its own and relays the Runtime API to a Unix socket).
     pub netns: Option<std::sync::Arc<OwnedFd>>,

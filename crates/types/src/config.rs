@@ -6,36 +6,83 @@ use crate::error::ValidationError;
 use crate::limits;
 
 /// The runtimes Quarters runs. Anything else is refused with AWS's error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Serialised as AWS's identifier (`provided.al2023`, `python3.12`, `nodejs22.x`...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Runtime {
-    #[serde(rename = "provided.al2023")]
     ProvidedAl2023,
-    #[serde(rename = "provided.al2")]
     ProvidedAl2,
+    /// `python3.<minor>`.
+    Python(u8),
+    /// `nodejs<major>.x`.
+    Node(u8),
+}
+
+/// The language a runtime runs, which decides how its environments start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuntimeFamily {
+    /// The function brings its own runtime client as `bootstrap`.
+    Provided,
+    Python,
+    Node,
 }
 
 impl Runtime {
-    pub const ALL: &'static [Runtime] = &[Runtime::ProvidedAl2023, Runtime::ProvidedAl2];
+    /// Every identifier Quarters accepts, in AWS's order.
+    pub const ALL: &'static [Runtime] = &[
+        Runtime::ProvidedAl2023,
+        Runtime::ProvidedAl2,
+        Runtime::Python(9),
+        Runtime::Python(10),
+        Runtime::Python(11),
+        Runtime::Python(12),
+        Runtime::Python(13),
+        Runtime::Python(14),
+        Runtime::Node(18),
+        Runtime::Node(20),
+        Runtime::Node(22),
+        Runtime::Node(24),
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ProvidedAl2023 => "provided.al2023",
             Self::ProvidedAl2 => "provided.al2",
+            Self::Python(9) => "python3.9",
+            Self::Python(10) => "python3.10",
+            Self::Python(11) => "python3.11",
+            Self::Python(12) => "python3.12",
+            Self::Python(13) => "python3.13",
+            Self::Python(14) => "python3.14",
+            Self::Node(18) => "nodejs18.x",
+            Self::Node(20) => "nodejs20.x",
+            Self::Node(22) => "nodejs22.x",
+            Self::Node(24) => "nodejs24.x",
+            // Only `parse` makes runtimes, and it makes only the ones above.
+            Self::Python(_) => "python3",
+            Self::Node(_) => "nodejs",
+        }
+    }
+
+    pub fn family(self) -> RuntimeFamily {
+        match self {
+            Self::ProvidedAl2023 | Self::ProvidedAl2 => RuntimeFamily::Provided,
+            Self::Python(_) => RuntimeFamily::Python,
+            Self::Node(_) => RuntimeFamily::Node,
+        }
+    }
+
+    /// The language version the identifier names (`3.12`, `22`), for managed runtimes.
+    pub fn language_version(self) -> Option<String> {
+        match self {
+            Self::ProvidedAl2023 | Self::ProvidedAl2 => None,
+            Self::Python(minor) => Some(format!("3.{minor}")),
+            Self::Node(major) => Some(major.to_string()),
         }
     }
 
     /// Identifiers AWS Lambda knows but Quarters does not run (yet).
     const KNOWN_ELSEWHERE: &'static [&'static str] = &[
-        "nodejs18.x",
-        "nodejs20.x",
-        "nodejs22.x",
-        "nodejs24.x",
-        "python3.9",
-        "python3.10",
-        "python3.11",
-        "python3.12",
-        "python3.13",
-        "python3.14",
         "java8.al2",
         "java11",
         "java17",
@@ -49,9 +96,41 @@ impl Runtime {
         "provided",
     ];
 
+    /// Identifiers Lambda no longer accepts for new functions or updates.
+    const DEPRECATED: &'static [&'static str] = &[
+        "python2.7",
+        "python3.6",
+        "python3.7",
+        "python3.8",
+        "nodejs",
+        "nodejs4.3",
+        "nodejs4.3-edge",
+        "nodejs6.10",
+        "nodejs8.10",
+        "nodejs10.x",
+        "nodejs12.x",
+        "nodejs14.x",
+        "nodejs16.x",
+        "java8",
+        "dotnetcore1.0",
+        "dotnetcore2.0",
+        "dotnetcore2.1",
+        "dotnetcore3.1",
+        "dotnet6",
+        "dotnet7",
+        "go1.x",
+        "ruby2.5",
+        "ruby2.7",
+    ];
+
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         if let Some(r) = Self::ALL.iter().find(|r| r.as_str() == value) {
             return Ok(*r);
+        }
+        if Self::DEPRECATED.contains(&value) {
+            return Err(ValidationError::invalid(format!(
+                "The runtime parameter of {value} is no longer supported for creating or updating AWS Lambda functions. We recommend you use a supported runtime while creating or updating functions."
+            )));
         }
         if Self::KNOWN_ELSEWHERE.contains(&value) {
             return Err(ValidationError::invalid(format!(
@@ -59,13 +138,27 @@ impl Runtime {
                 Self::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
-        let mut all: Vec<&str> = Self::KNOWN_ELSEWHERE.to_vec();
-        all.extend(Self::ALL.iter().map(|r| r.as_str()));
+        let mut all: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
+        all.extend(Self::KNOWN_ELSEWHERE);
+        all.extend(Self::DEPRECATED);
         Err(ValidationError::constraint(
             value,
             "runtime",
             &format!("Member must satisfy enum value set: [{}]", all.join(", ")),
         ))
+    }
+}
+
+impl Serialize for Runtime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Runtime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Runtime::parse(&s).map_err(|e| serde::de::Error::custom(e.message))
     }
 }
 
@@ -302,8 +395,17 @@ mod tests {
         assert_eq!(Runtime::parse("provided.al2023"), Ok(Runtime::ProvidedAl2023));
         let e = Runtime::parse("cobol85").expect_err("unknown");
         assert!(e.message.contains("enum value set"));
-        let e = Runtime::parse("python3.12").expect_err("elsewhere");
+        let e = Runtime::parse("java21").expect_err("elsewhere");
         assert_eq!(e.kind, crate::ValidationKind::InvalidParameter);
+        for r in Runtime::ALL {
+            assert_eq!(Runtime::parse(r.as_str()), Ok(*r), "{r:?}");
+            let json = serde_json::to_string(r).expect("ser");
+            assert_eq!(serde_json::from_str::<Runtime>(&json).expect("de"), *r);
+        }
+        assert_eq!(Runtime::parse("python3.12").map(Runtime::family), Ok(RuntimeFamily::Python));
+        assert_eq!(Runtime::parse("nodejs24.x").map(Runtime::language_version), Ok(Some("24".into())));
+        let e = Runtime::parse("python3.8").expect_err("deprecated");
+        assert!(e.message.contains("no longer supported"), "{}", e.message);
     }
 
     #[test]

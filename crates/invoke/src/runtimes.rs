@@ -1,0 +1,297 @@
+//! How an environment's runtime starts: a custom runtime's `bootstrap`, or a managed runtime
+//! (Python, Node.js) on the host's interpreter.
+//!
+//! The managed runtimes are our own runtime clients (`runtimes/python/bootstrap.py`,
+//! `runtimes/node/index.mjs`, built into the binary), written out once per server and bound
+//! read-only into each sandbox at `/var/runtime`. The interpreter is the host's: Lambda's
+//! `python3.12` runs on Debian's Python 3.11 if that is what the host has, and the runtime
+//! version (GetFunction, INIT_START) says so.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use quarters_types::{Runtime, RuntimeFamily};
+
+const PYTHON_BOOTSTRAP: &str = include_str!("../runtimes/python/bootstrap.py");
+const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/index.mjs");
+const PYTHON_IN_SANDBOX: &str = "/var/runtime/bootstrap.py";
+const NODE_IN_SANDBOX: &str = "/var/runtime/index.mjs";
+
+/// Where interpreters are looked for. Only `/usr` is visible inside a sandbox.
+const PYTHON_CANDIDATES: &[&str] = &["/usr/bin/python3", "/usr/local/bin/python3"];
+const NODE_CANDIDATES: &[&str] = &["/usr/bin/node", "/usr/local/bin/node", "/usr/bin/nodejs"];
+
+/// An interpreter found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInterpreter {
+    pub path: PathBuf,
+    /// As the interpreter reports it: `3.11.2`, `20.20.2`.
+    pub version: String,
+}
+
+impl HostInterpreter {
+    /// Whether this interpreter is the language version a runtime identifier names
+    /// (`python3.11` on 3.11.x, `nodejs20.x` on 20.x).
+    pub fn matches(&self, runtime: Runtime) -> bool {
+        match runtime.language_version() {
+            Some(want) => self.version == want || self.version.starts_with(&format!("{want}.")),
+            None => true,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Host {
+    python: Option<HostInterpreter>,
+    node: Option<HostInterpreter>,
+}
+
+static HOST: OnceLock<Host> = OnceLock::new();
+
+fn host() -> &'static Host {
+    HOST.get_or_init(|| Host {
+        python: find(PYTHON_CANDIDATES, &["-c", "import platform; print(platform.python_version())"]),
+        node: find(NODE_CANDIDATES, &["-p", "process.versions.node"]),
+    })
+}
+
+/// The first candidate that runs and prints a version (with a deadline: a broken interpreter
+/// must not hold the server's start).
+fn find(candidates: &[&str], args: &[&str]) -> Option<HostInterpreter> {
+    for path in candidates {
+        let path = Path::new(path);
+        if !path.is_file() {
+            continue;
+        }
+        let Ok(mut child) = std::process::Command::new(path)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        else {
+            continue;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+            }
+        };
+        if status.is_some_and(|s| s.success()) {
+            let mut out = String::new();
+            if let Some(mut stdout) = child.stdout.take() {
+                let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+            }
+            let version = out.trim().to_string();
+            if !version.is_empty() && version.len() < 32 {
+                // Canonical, so that the sandbox sees the same file (symlinks inside /usr resolve
+                // the same way there).
+                let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+                return Some(HostInterpreter { path, version });
+            }
+        }
+    }
+    None
+}
+
+/// The host interpreter a managed runtime runs on (`None` for custom runtimes, or when the host
+/// has none).
+pub fn interpreter(runtime: Runtime) -> Option<&'static HostInterpreter> {
+    match runtime.family() {
+        RuntimeFamily::Provided => None,
+        RuntimeFamily::Python => host().python.as_ref(),
+        RuntimeFamily::Node => host().node.as_ref(),
+    }
+}
+
+/// Detect the host's interpreters now (at server start) rather than at the first use.
+pub fn detect() {
+    let h = host();
+    tracing::info!(
+        python = h.python.as_ref().map(|p| p.version.as_str()).unwrap_or("none"),
+        node = h.node.as_ref().map(|p| p.version.as_str()).unwrap_or("none"),
+        "managed runtimes"
+    );
+}
+
+/// Why a function with this runtime cannot run on this host, if it cannot.
+pub fn unavailable(runtime: Runtime) -> Option<String> {
+    let (family, what) = match runtime.family() {
+        RuntimeFamily::Provided => return None,
+        RuntimeFamily::Python => ("python3", "Python 3"),
+        RuntimeFamily::Node => ("node", "Node.js"),
+    };
+    interpreter(runtime).is_none().then(|| {
+        format!(
+            "The runtime {} needs {what} ({family}) under /usr on the Quarters host, and this host has none.",
+            runtime.as_str()
+        )
+    })
+}
+
+/// A note for the deployer when the host's interpreter is not the version the identifier names.
+pub fn version_warning(runtime: Runtime) -> Option<String> {
+    let i = interpreter(runtime)?;
+    (!i.matches(runtime))
+        .then(|| format!("{} runs on this host's {} {}", runtime.as_str(), language_name(runtime), i.version))
+}
+
+fn language_name(runtime: Runtime) -> &'static str {
+    match runtime.family() {
+        RuntimeFamily::Provided => "runtime",
+        RuntimeFamily::Python => "Python",
+        RuntimeFamily::Node => "Node.js",
+    }
+}
+
+/// The runtime version as GetFunction's `RuntimeVersionArn` and the INIT_START line name it:
+/// `python:3.12.quarters0.1.0-host3.11.2`, `provided:al2023.quarters0.1.0`.
+pub fn runtime_version(runtime: Runtime) -> String {
+    let ours = env!("CARGO_PKG_VERSION");
+    let base = match runtime.family() {
+        RuntimeFamily::Provided => runtime.as_str().replacen('.', ":", 1),
+        RuntimeFamily::Python => format!("python:{}", runtime.language_version().unwrap_or_default()),
+        RuntimeFamily::Node => format!("nodejs:{}", runtime.language_version().unwrap_or_default()),
+    };
+    match interpreter(runtime) {
+        Some(i) => format!("{base}.quarters{ours}-host{}", i.version),
+        None => format!("{base}.quarters{ours}"),
+    }
+}
+
+/// The last part of the runtime version's ARN (`arn:aws:lambda:<region>::runtime:<this>`).
+pub fn runtime_version_id(runtime: Runtime) -> String {
+    runtime_version(runtime).replace(':', "-")
+}
+
+/// How an environment of one function starts inside its sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entrypoint {
+    pub command: Vec<String>,
+    pub ro_binds: Vec<(PathBuf, String)>,
+    /// Variables a managed runtime sets (`AWS_EXECUTION_ENV`, `NODE_PATH`...).
+    pub env: Vec<(String, String)>,
+}
+
+/// The managed runtimes' files on the host, written once per server.
+#[derive(Debug)]
+pub struct RuntimeFiles {
+    python: PathBuf,
+    node: PathBuf,
+}
+
+impl RuntimeFiles {
+    /// Write the runtime clients under `dir` (read-only files).
+    pub fn write(dir: &Path) -> std::io::Result<Self> {
+        let python = dir.join("python").join("bootstrap.py");
+        let node = dir.join("node").join("index.mjs");
+        for (path, text) in [(&python, PYTHON_BOOTSTRAP), (&node, NODE_BOOTSTRAP)] {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, text)?;
+        }
+        Ok(Self { python, node })
+    }
+
+    /// The entrypoint of a function with `runtime` whose code is in `task_dir`, or why it has
+    /// none (the message of a `Runtime.InvalidEntrypoint` error).
+    pub fn entrypoint(&self, runtime: Runtime, task_dir: &Path) -> Result<Entrypoint, String> {
+        let exec_env = |rt: Runtime| ("AWS_EXECUTION_ENV".to_string(), format!("AWS_Lambda_{}", rt.as_str()));
+        match runtime.family() {
+            RuntimeFamily::Provided => {
+                if task_dir.join("bootstrap").is_file() {
+                    Ok(Entrypoint {
+                        command: vec!["/var/task/bootstrap".into()],
+                        ro_binds: Vec::new(),
+                        env: Vec::new(),
+                    })
+                } else {
+                    Err("Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]".into())
+                }
+            }
+            RuntimeFamily::Python => {
+                let i = interpreter(runtime).ok_or_else(|| unavailable(runtime).unwrap_or_default())?;
+                Ok(Entrypoint {
+                    command: vec![i.path.to_string_lossy().into_owned(), PYTHON_IN_SANDBOX.into()],
+                    ro_binds: vec![(self.python.clone(), PYTHON_IN_SANDBOX.into())],
+                    env: vec![exec_env(runtime), ("PYTHONPATH".into(), "/var/runtime".into())],
+                })
+            }
+            RuntimeFamily::Node => {
+                let i = interpreter(runtime).ok_or_else(|| unavailable(runtime).unwrap_or_default())?;
+                let major = runtime.language_version().unwrap_or_default();
+                Ok(Entrypoint {
+                    command: vec![i.path.to_string_lossy().into_owned(), NODE_IN_SANDBOX.into()],
+                    ro_binds: vec![(self.node.clone(), NODE_IN_SANDBOX.into())],
+                    env: vec![
+                        exec_env(runtime),
+                        (
+                            "NODE_PATH".into(),
+                            format!(
+                                "/opt/nodejs/node{major}/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task"
+                            ),
+                        ),
+                    ],
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_runtime_needs_a_bootstrap() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let files = RuntimeFiles::write(&dir.path().join("rt")).expect("write");
+        let task = dir.path().join("task");
+        std::fs::create_dir_all(&task).expect("task");
+        let e = files.entrypoint(Runtime::ProvidedAl2023, &task).expect_err("no bootstrap");
+        assert!(e.contains("/var/task/bootstrap"), "{e}");
+        std::fs::write(task.join("bootstrap"), "#!/bin/sh\n").expect("bootstrap");
+        let ep = files.entrypoint(Runtime::ProvidedAl2023, &task).expect("bootstrap");
+        assert_eq!(ep.command, vec!["/var/task/bootstrap".to_string()]);
+    }
+
+    #[test]
+    fn managed_runtimes_bind_their_client() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let files = RuntimeFiles::write(&dir.path().join("rt")).expect("write");
+        let written = std::fs::read_to_string(dir.path().join("rt/python/bootstrap.py")).expect("read");
+        assert_eq!(written, PYTHON_BOOTSTRAP);
+        let rt = Runtime::Python(12);
+        match files.entrypoint(rt, dir.path()) {
+            Ok(ep) => {
+                assert_eq!(ep.command.last().map(String::as_str), Some(PYTHON_IN_SANDBOX));
+                assert!(ep.ro_binds.iter().any(|(_, inside)| inside == PYTHON_IN_SANDBOX));
+                assert!(ep.env.contains(&("AWS_EXECUTION_ENV".into(), "AWS_Lambda_python3.12".into())));
+            }
+            // A host without Python says so.
+            Err(e) => assert!(e.contains("python3"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn interpreter_versions_match_identifiers() {
+        let i = HostInterpreter { path: "/usr/bin/python3".into(), version: "3.11.2".into() };
+        assert!(i.matches(Runtime::Python(11)));
+        assert!(!i.matches(Runtime::Python(1)));
+        assert!(!i.matches(Runtime::Python(12)));
+        let n = HostInterpreter { path: "/usr/bin/node".into(), version: "20.20.2".into() };
+        assert!(n.matches(Runtime::Node(20)));
+        assert!(!n.matches(Runtime::Node(22)));
+        assert!(runtime_version(Runtime::ProvidedAl2023).starts_with("provided:al2023.quarters"));
+        assert!(!runtime_version_id(Runtime::Python(12)).contains(':'));
+    }
+}
