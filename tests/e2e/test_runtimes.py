@@ -521,3 +521,101 @@ def test_python_runtime_matches_awslambdaric(lam, awslambdaric_files):
     _, b1, _ = invoke(lam, ours)
     _, b2, _ = invoke(lam, theirs)
     assert b1 == b2, (b1, b2)
+
+
+# ---------------------------------------------------------------- conformance with aws-lambda-ric
+
+NODE_RIC = pathlib.Path(__file__).resolve().parents[2] / ".venv" / "node" / "node_modules" / "aws-lambda-ric"
+
+
+@pytest.fixture(scope="module")
+def node_ric_files():
+    """AWS's Node.js runtime interface client, built by `./dev test` (native code included)."""
+    assert (NODE_RIC / "dist" / "rapid-client.node").is_file(), (
+        f"{NODE_RIC} is not built: ./dev test builds it (npm install aws-lambda-ric into .venv/node)")
+    files = {}
+    for rel in ["package.json", "bin/index.mjs", "dist/index.mjs", "dist/rapid-client.node"]:
+        mode = 0o100755 if rel.endswith(".node") else 0o100644
+        files[f"node_modules/aws-lambda-ric/{rel}"] = ((NODE_RIC / rel).read_bytes(), mode)
+    files["bootstrap"] = (
+        b'#!/bin/sh\nexec /usr/bin/node /var/task/node_modules/aws-lambda-ric/bin/index.mjs "$_HANDLER"\n', 0o100755)
+    return files
+
+
+def user_frames(trace):
+    """A Node error's trace, reduced to its first line and the frames in the function's own file."""
+    return trace[:1] + [line for line in trace[1:] if "/var/task/index.js" in line]
+
+
+def test_node_runtime_matches_aws_lambda_ric(lam, node_ric_files):
+    """The same functions under our Node.js runtime and under aws-lambda-ric as a custom runtime:
+    the same responses and error bodies (runtime-internal stack frames aside)."""
+    cases = [
+        ("index.handler", {"action": "echo", "nested": {"list": [1, 2.5, None, True]}}),
+        ("index.handler", {"action": "raise", "n": 9}),
+        ("index.handler", {"action": "reject-string"}),
+        ("index.handler", {"action": "context"}),
+        ("index.callback", {}),
+        ("index.callbackError", {}),
+        ("index.succeed", {}),
+        ("index.nothing", {}),
+        ("index.nested.deeper.fn", {}),
+        ("index.nope", {}),
+        ("missing.handler", {}),
+    ]
+    for handler, event in cases:
+        theirs = make(lam, "provided.al2023", handler, {**node_ric_files, "index.js": NODE_APP})
+        ours = make(lam, "nodejs20.x", handler, {"index.js": NODE_APP})
+        r1, b1, l1 = invoke(lam, ours, event, tenant="conf")
+        r2, b2, l2 = invoke(lam, theirs, event, tenant="conf")
+        assert r1.get("FunctionError") == r2.get("FunctionError"), (handler, event, b1, b2)
+        if handler == "index.handler" and event["action"] == "context":
+            assert b1["executionEnv"] == "AWS_Lambda_nodejs20.x" and "executionEnv" not in b2
+            for key in ("functionVersion", "memoryLimitInMB", "tenantId", "cwd", "count", "waits"):
+                assert b1[key] == b2[key], (key, b1, b2)
+            for logs in (l1, l2):
+                assert re.search(r"\tINFO\thello from ", logs) and re.search(r"\tERROR\tan error line", logs), logs
+            continue
+        if isinstance(b1, dict) and "trace" in b1:
+            assert user_frames(b1.pop("trace")) == user_frames(b2.pop("trace")), (handler, b1, b2)
+            # The require stack names the runtime's own file, which differs.
+            b1["errorMessage"] = b1["errorMessage"].split("\n")[0]
+            b2["errorMessage"] = b2["errorMessage"].split("\n")[0]
+        assert b1 == b2, (handler, event, b1, b2)
+
+
+# ---------------------------------------------------------------- the CLIs
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize("example,family", [("python-hello", "python3."), ("node-hello", "nodejs")])
+def test_quarters_deploys_a_directory_and_detects_its_runtime(server, example, family):
+    name = unique(example)
+    out = server.quarters("deploy", str(EXAMPLES / example), "--name", name, "--tenancy", "per-tenant").stdout
+    assert f"deployed {name} ({family}" in out, out
+    counts = {}
+    for tenant in ("Blue", "Blue", "Green", "Blue"):
+        p = server.quarters("invoke", name, "--tenant", tenant, "--payload", '{"name": "cli"}')
+        body = json.loads(p.stdout)
+        assert body["message"] == "hello, cli" and body["tenant"] == tenant
+        counts.setdefault(tenant, []).append(body["count"])
+    assert counts == {"Blue": [1, 2, 3], "Green": [1]}
+
+
+def test_aws_cli_creates_and_invokes_a_python_function(server, tmp_path):
+    name = unique("cli-py")
+    zip_path = tmp_path / "fn.zip"
+    zip_path.write_bytes(zip_files({"lambda_function.py": (EXAMPLES / "python-hello/lambda_function.py").read_text()}))
+    created = json.loads(server.cli(
+        "lambda", "create-function", "--function-name", name, "--runtime", "python3.12",
+        "--handler", "lambda_function.lambda_handler", "--role", ROLE, "--zip-file", f"fileb://{zip_path}",
+        "--tenancy-config", '{"TenantIsolationMode":"PER_TENANT"}',
+    ).stdout)
+    assert created["Runtime"] == "python3.12"
+    server.cli("lambda", "wait", "function-active-v2", "--function-name", name)
+    out = tmp_path / "out.json"
+    server.cli("lambda", "invoke", "--function-name", name, "--tenant-id", "Orange",
+               "--payload", '{"name": "aws"}', str(out))
+    body = json.loads(out.read_text())
+    assert body["tenant"] == "Orange" and body["message"] == "hello, aws" and body["python"] == "AWS_Lambda_python3.12"

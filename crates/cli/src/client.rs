@@ -120,6 +120,92 @@ pub struct DeployOptions {
     pub per_tenant: bool,
 }
 
+/// The runtime and handler of code at `path` when the deployer named neither: a `bootstrap` is
+/// a custom runtime; `lambda_function.py` (or one `.py` file) is Python; `index.mjs`/`.js`/`.cjs`
+/// is Node.js. Managed runtimes get the identifier of this host's interpreter version.
+pub fn detect_runtime(path: &Path, runtime: Option<String>, handler: Option<String>) -> Result<(String, String)> {
+    use quarters_types::{Runtime, RuntimeFamily};
+    let host_identifier = |family: RuntimeFamily| -> String {
+        let found = Runtime::ALL
+            .iter()
+            .filter(|r| r.family() == family)
+            .find(|r| quarters_invoke::runtimes::interpreter(**r).is_some_and(|i| i.matches(**r)));
+        match (found, family) {
+            (Some(r), _) => r.as_str().to_string(),
+            (None, RuntimeFamily::Python) => "python3.12".into(),
+            (None, RuntimeFamily::Node) => "nodejs22.x".into(),
+            (None, RuntimeFamily::Provided) => "provided.al2023".into(),
+        }
+    };
+    let python_handler = |dir: &Path| -> String {
+        let module = if dir.join("lambda_function.py").is_file() {
+            Some("lambda_function".to_string())
+        } else {
+            let pys: Vec<_> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "py"))
+                .collect();
+            match pys.as_slice() {
+                [one] => one.file_stem().map(|s| s.to_string_lossy().into_owned()),
+                _ => None,
+            }
+        };
+        let module = module.unwrap_or_else(|| "lambda_function".into());
+        let source = std::fs::read_to_string(dir.join(format!("{module}.py"))).unwrap_or_default();
+        let func = if source.contains("def lambda_handler(") || !source.contains("def handler(") {
+            "lambda_handler"
+        } else {
+            "handler"
+        };
+        format!("{module}.{func}")
+    };
+    let runtime = match runtime {
+        Some(r) => r,
+        None if path.is_dir() => {
+            let has = |f: &str| path.join(f).is_file();
+            let has_py = std::fs::read_dir(path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "py"));
+            if has("bootstrap") {
+                "provided.al2023".into()
+            } else if has("index.mjs") || has("index.js") || has("index.cjs") {
+                host_identifier(RuntimeFamily::Node)
+            } else if has_py {
+                host_identifier(RuntimeFamily::Python)
+            } else {
+                "provided.al2023".into()
+            }
+        }
+        None => "provided.al2023".into(),
+    };
+    let handler = match handler {
+        Some(h) => h,
+        None => match Runtime::parse(&runtime).map(Runtime::family) {
+            Ok(RuntimeFamily::Python) if path.is_dir() => python_handler(path),
+            Ok(RuntimeFamily::Python) => "lambda_function.lambda_handler".into(),
+            Ok(RuntimeFamily::Node) => "index.handler".into(),
+            _ => "bootstrap".into(),
+        },
+    };
+    Ok((runtime, handler))
+}
+
+/// A note when the server runs a managed runtime on another interpreter version than the
+/// identifier names (read from the runtime version's ARN, `...-host<version>`).
+pub fn runtime_note(cfg: &Value) -> Option<String> {
+    let runtime = quarters_types::Runtime::parse(cfg["Runtime"].as_str()?).ok()?;
+    let want = runtime.language_version()?;
+    let arn = cfg["RuntimeVersionConfig"]["RuntimeVersionArn"].as_str()?;
+    let host = arn.rsplit_once("-host")?.1;
+    let same = host == want || host.starts_with(&format!("{want}."));
+    (!same).then(|| format!("note: {} runs on the server's interpreter version {host}", runtime.as_str()))
+}
+
 /// A zip of a directory (modes kept), or of one executable as `bootstrap`, or a zip file as is.
 pub fn package(path: &Path) -> Result<Vec<u8>> {
     if path.extension().is_some_and(|e| e == "zip") {

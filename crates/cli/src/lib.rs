@@ -44,14 +44,19 @@ enum Command {
         exit: bool,
     },
     /// Deploy a function from a directory, a zip, or a single executable (as `bootstrap`).
+    ///
+    /// Without --runtime, a directory's contents decide: `bootstrap` is a custom runtime,
+    /// `index.mjs`/`index.js` Node.js, `*.py` Python (on the server's interpreter version).
     Deploy {
         path: PathBuf,
         #[arg(long)]
         name: String,
-        #[arg(long, default_value = "provided.al2023")]
-        runtime: String,
-        #[arg(long, default_value = "bootstrap")]
-        handler: String,
+        /// `provided.al2023`, `python3.9`..`python3.14`, `nodejs18.x`..`nodejs24.x`.
+        #[arg(long)]
+        runtime: Option<String>,
+        /// `bootstrap` for custom runtimes; `file.function` for Python and Node.js.
+        #[arg(long)]
+        handler: Option<String>,
         #[arg(long, default_value_t = 128)]
         memory: u32,
         #[arg(long, default_value_t = 3)]
@@ -175,15 +180,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo { server, exit } => demo::run(&server, exit).await?,
         Command::Bench(args) => quarters_bench::run(args).await?,
         Command::Deploy { path, name, runtime, handler, memory, timeout, tenancy, endpoint } => {
+            let (runtime, handler) = client::detect_runtime(&path, runtime, handler)?;
             let zip = client::package(&path)?;
             let opts = DeployOptions { runtime, handler, memory, timeout, per_tenant: tenancy == "per-tenant" };
             let cfg = Client::new(&endpoint.endpoint).deploy(&name, &zip, &opts).await?;
             println!(
-                "deployed {} ({} bytes, CodeSha256 {})",
+                "deployed {} ({}, handler {}; {} bytes, CodeSha256 {})",
                 name,
+                opts.runtime,
+                opts.handler,
                 zip.len(),
                 cfg["CodeSha256"].as_str().unwrap_or("?")
             );
+            if let Some(note) = client::runtime_note(&cfg) {
+                eprintln!("{note}");
+            }
         }
         Command::Invoke { name, tenant, payload, tail, endpoint } => {
             let out = Client::new(&endpoint.endpoint).invoke(&name, tenant.as_deref(), &payload, tail).await?;

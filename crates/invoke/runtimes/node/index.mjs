@@ -367,7 +367,14 @@ function fatal(err) {
   process.exit(1);
 }
 
-async function handleOnce(api, handler) {
+/** Holds the handler, which is called as its method (stack frames read `Runtime.handler`, as on Lambda). */
+class Runtime {
+  constructor(handler) {
+    this.handler = handler;
+  }
+}
+
+async function handleOnce(api, runtime) {
   const r = await api.next();
   const headers = r.headers;
   const id = headers["lambda-runtime-aws-request-id"];
@@ -375,7 +382,7 @@ async function handleOnce(api, handler) {
   current.tenantId = headers["lambda-runtime-aws-tenant-id"];
   if (headers["lambda-runtime-trace-id"]) process.env._X_AMZN_TRACE_ID = headers["lambda-runtime-trace-id"];
   else delete process.env._X_AMZN_TRACE_ID;
-  const next = () => setImmediate(() => handleOnce(api, handler).catch(fatal));
+  const next = () => setImmediate(() => handleOnce(api, runtime).catch(fatal));
   errorCallbacks.uncaughtException = (error) => api.error(id, error).finally(() => process.exit(129));
   errorCallbacks.unhandledRejection = (error) => api.error(id, error).finally(() => process.exit(128));
   let callback;
@@ -389,7 +396,7 @@ async function handleOnce(api, handler) {
       api.respond(id, null).then(next, fatal);
     };
     const event = JSON.parse(r.body.toString("utf8"));
-    const result = handler(event, context, callback);
+    const result = runtime.handler(event, context, callback);
     if (result && typeof result.then === "function") {
       result.then(context.succeed, context.fail).catch(context.fail);
     }
@@ -427,7 +434,8 @@ async function main() {
     await api.initError(error).catch(() => {});
     process.exit(129);
   }
-  setImmediate(() => handleOnce(api, handler).catch(fatal));
+  const runtime = new Runtime(handler);
+  setImmediate(() => handleOnce(api, runtime).catch(fatal));
 }
 
 main();
