@@ -110,7 +110,7 @@ pub async fn list_functions(State(app): State<Arc<App>>, q: Q) -> ApiResult {
     ok(StatusCode::OK, page_body("Functions", page, next))
 }
 
-fn parse_max_items(q: &Q) -> Result<usize, ApiError> {
+pub(crate) fn parse_max_items(q: &Q) -> Result<usize, ApiError> {
     match q.get("MaxItems") {
         None => Ok(limits::LIST_MAX_ITEMS),
         Some(s) => match s.parse::<usize>() {
@@ -126,7 +126,7 @@ fn parse_max_items(q: &Q) -> Result<usize, ApiError> {
 }
 
 /// A list response: the page under `key`, and `NextMarker` when there is more.
-fn page_body(key: &str, page: Vec<Value>, next: Option<String>) -> Value {
+pub(crate) fn page_body(key: &str, page: Vec<Value>, next: Option<String>) -> Value {
     let mut out = json!({ key: page });
     if let Some(m) = next {
         out["NextMarker"] = m.into();
@@ -135,7 +135,11 @@ fn page_body(key: &str, page: Vec<Value>, next: Option<String>) -> Value {
 }
 
 /// Items are sorted by key; a marker is the key of the first item of the next page.
-fn paginate(mut items: Vec<(String, Value)>, marker: Option<&String>, max: usize) -> (Vec<Value>, Option<String>) {
+pub(crate) fn paginate(
+    mut items: Vec<(String, Value)>,
+    marker: Option<&String>,
+    max: usize,
+) -> (Vec<Value>, Option<String>) {
     items.sort_by(|a, b| a.0.cmp(&b.0));
     let start = match marker.filter(|m| !m.is_empty()) {
         Some(m) => {
@@ -174,13 +178,18 @@ pub async fn update_configuration(
     body: Bytes,
 ) -> ApiResult {
     let r = fref(&name, &q)?;
-    let input: wire::UpdateConfigIn = wire::parse(&body)?;
+    let mut input: wire::UpdateConfigIn = wire::parse(&body)?;
     let current = app.control.get(r.name.as_str())?;
     // Validate on a copy first, so a bad field is reported as itself; the update then only
     // lands on the revision it was computed from.
     let mut config = current.latest.config.clone();
     let revision = input.revision_id.clone().unwrap_or_else(|| current.latest.revision_id.clone());
+    let layer_arns = input.layers.take();
     input.apply(&mut config)?;
+    if let Some(arns) = layer_arns {
+        let a = app.clone();
+        config.layers = blocking(move || a.control.resolve_layers(&arns)).await?;
+    }
     let a = app.clone();
     let n = r.name.as_str().to_owned();
     let entry = blocking(move || {
@@ -386,6 +395,7 @@ pub(crate) fn target_of(resolved: &Resolved, invoked_arn: String) -> Target {
         generation: resolved.version.generation,
         config: Arc::new(resolved.version.config.clone()),
         task_dir: resolved.task_dir.clone(),
+        opt_dir: resolved.opt_dir.clone(),
         invoked_arn,
         reserved_concurrency: resolved.entry.reserved_concurrency,
         tenant_concurrency: resolved.entry.tenant_concurrency,

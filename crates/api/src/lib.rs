@@ -5,6 +5,7 @@
 mod error;
 pub mod events;
 mod lambda;
+mod layers;
 mod quarters;
 mod wire;
 
@@ -89,6 +90,9 @@ pub fn router(app: Arc<App>) -> Router {
             get(events::get_config).put(events::put_config).post(events::update_config).delete(events::delete_config),
         )
         .route("/2019-09-25/functions/{name}/event-invoke-config/list", get(events::list_configs))
+        .route("/2018-10-31/layers", get(layers::list))
+        .route("/2018-10-31/layers/{name}/versions", post(layers::publish).get(layers::list_versions))
+        .route("/2018-10-31/layers/{name}/versions/{version}", get(layers::get).delete(layers::delete))
         .route("/quarters/v1/async", get(events::stats))
         .merge(quarters::routes())
         .fallback(not_found)

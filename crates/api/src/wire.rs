@@ -273,9 +273,7 @@ impl CreateFunctionIn {
         let runtime = runtime_here(&required(self.runtime, "runtime")?)?;
         let handler = required(self.handler, "handler")?;
         FunctionConfig::validate_handler(&handler)?;
-        if self.layers.as_ref().is_some_and(|l| !l.is_empty()) {
-            return Err(unsupported("Layers"));
-        }
+        let layer_arns = self.layers.unwrap_or_default();
         let description = self.description.unwrap_or_default();
         FunctionConfig::validate_description(&description)?;
         let environment = self.environment.and_then(|e| e.variables).unwrap_or_default();
@@ -312,9 +310,16 @@ impl CreateFunctionIn {
             logging: logging(self.logging_config, &name, None)?,
             tenancy,
             tracing_mode: tracing_mode(self.tracing_config)?.unwrap_or_else(|| "PassThrough".into()),
+            layers: Vec::new(),
             name,
         };
-        Ok(NewFunction { config, zip, publish: self.publish.unwrap_or(false), tags: self.tags.unwrap_or_default() })
+        Ok(NewFunction {
+            config,
+            zip,
+            layer_arns,
+            publish: self.publish.unwrap_or(false),
+            tags: self.tags.unwrap_or_default(),
+        })
     }
 }
 
@@ -364,9 +369,7 @@ impl UpdateConfigIn {
                 "TenancyConfig cannot be changed after a function is created. Create a new function to change its tenant isolation mode.",
             ));
         }
-        if self.layers.as_ref().is_some_and(|l| !l.is_empty()) {
-            return Err(unsupported("Layers"));
-        }
+        // `Layers` is resolved by the caller (it needs the control plane); see `take_layers`.
         let mut n = c.clone();
         if let Some(r) = self.runtime {
             n.runtime = runtime_here(&r)?;
@@ -469,6 +472,9 @@ pub fn function_configuration(arns: &Arns, v: &VersionRecord, view: View) -> Val
     }
     if c.tenancy.is_some() {
         out["TenancyConfig"] = json!({ "TenantIsolationMode": "PER_TENANT" });
+    }
+    if !c.layers.is_empty() {
+        out["Layers"] = c.layers.iter().map(|l| json!({ "Arn": l.arn, "CodeSize": l.code.size })).collect();
     }
     if view != View::List {
         out["RuntimeVersionConfig"] = json!({

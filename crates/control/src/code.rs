@@ -71,6 +71,77 @@ impl CodeStore {
     }
 }
 
+impl CodeStore {
+    /// Where the `/opt` tree of a function with these layers (in order) is kept.
+    pub fn opt_path(&self, layers: &[CodeInfo]) -> PathBuf {
+        let mut h = Sha256::new();
+        for l in layers {
+            h.update(l.sha256_hex.as_bytes());
+            h.update(b"\n");
+        }
+        self.dir.join(format!("opt-{}", hex::encode(h.finalize())))
+    }
+
+    /// The `/opt` tree of a function with these layers: each unpacked layer laid over the ones
+    /// before it (a later layer's file replaces an earlier one's), as hard links, made once per
+    /// combination.
+    pub fn opt_dir(&self, layers: &[CodeInfo]) -> Result<PathBuf, ControlError> {
+        let dest = self.opt_path(layers);
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let tmp = self.dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+        let result = (|| -> io::Result<()> {
+            fs::create_dir_all(&tmp)?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+            for layer in layers {
+                overlay(&self.task_dir(layer), &tmp)?;
+            }
+            match fs::rename(&tmp, &dest) {
+                Err(_) if dest.is_dir() => Ok(()), // a concurrent merge of the same layers won
+                other => other,
+            }
+        })();
+        let _ = fs::remove_dir_all(&tmp);
+        result.map(|()| dest).map_err(ControlError::io)
+    }
+}
+
+/// Lay the tree `src` over `dest`, never following a link already in `dest`.
+fn overlay(src: &Path, dest: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dest.join(entry.file_name());
+        let kind = entry.file_type()?;
+        let existing = fs::symlink_metadata(&to).ok();
+        if kind.is_dir() {
+            match existing {
+                Some(m) if m.is_dir() => {}
+                Some(_) => {
+                    fs::remove_file(&to)?;
+                    fs::create_dir(&to)?;
+                }
+                None => fs::create_dir(&to)?,
+            }
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o755))?;
+            overlay(&from, &to)?;
+            continue;
+        }
+        match existing {
+            Some(m) if m.is_dir() => fs::remove_dir_all(&to)?,
+            Some(_) => fs::remove_file(&to)?,
+            None => {}
+        }
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else if fs::hard_link(&from, &to).is_err() {
+            fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
 fn bad_zip() -> ControlError {
     ControlError::invalid("Could not unzip uploaded file. Please check your file, then try to upload again.")
 }

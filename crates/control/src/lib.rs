@@ -6,6 +6,7 @@
 //! path never waits on the database.
 
 mod code;
+mod layers;
 mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use code::CodeStore;
+use layers::LayerRegistry;
+pub use layers::{LayerVersion, MAX_LAYERS, NewLayer, layer_name};
 use quarters_types::time::now_ms;
 use quarters_types::{Arns, CodeInfo, FunctionConfig, Qualifier, ValidationError, VersionRecord};
 use serde::{Deserialize, Serialize};
@@ -98,6 +101,8 @@ pub struct EventInvokeSettings {
 pub struct NewFunction {
     pub config: FunctionConfig,
     pub zip: Vec<u8>,
+    /// Layer version ARNs, resolved into `config.layers` at creation.
+    pub layer_arns: Vec<String>,
     pub publish: bool,
     pub tags: BTreeMap<String, String>,
 }
@@ -108,12 +113,15 @@ pub struct Resolved {
     pub entry: Arc<FunctionEntry>,
     pub version: VersionRecord,
     pub task_dir: PathBuf,
+    /// The merged layers, mounted at `/opt` (none without layers).
+    pub opt_dir: Option<PathBuf>,
 }
 
 pub struct ControlPlane {
     store: Mutex<Store>,
     code: CodeStore,
     registry: RwLock<HashMap<String, Arc<FunctionEntry>>>,
+    layers: RwLock<LayerRegistry>,
     /// Serialises changes, so each is a read-modify-write of one consistent state.
     writer: Mutex<()>,
     pub arns: Arns,
@@ -132,12 +140,23 @@ impl ControlPlane {
         let code = CodeStore::open(data_dir.join("code")).map_err(ControlError::io)?;
         let mut registry = HashMap::new();
         for entry in store.load_all()? {
+            // The merged /opt trees are derived data: remake any that went missing.
+            for v in std::iter::once(&entry.latest).chain(entry.versions.values()) {
+                if !v.config.layers.is_empty() {
+                    let codes: Vec<CodeInfo> = v.config.layers.iter().map(|l| l.code.clone()).collect();
+                    if let Err(e) = code.opt_dir(&codes) {
+                        tracing::error!(function = %entry.latest.config.name, error = %e, "cannot rebuild /opt");
+                    }
+                }
+            }
             registry.insert(entry.latest.config.name.clone(), Arc::new(entry));
         }
+        let layers = LayerRegistry::load(store.load_layers()?);
         Ok(Self {
             store: Mutex::new(store),
             code,
             registry: RwLock::new(registry),
+            layers: RwLock::new(layers),
             writer: Mutex::new(()),
             arns,
             account_concurrency,
@@ -203,7 +222,8 @@ impl ControlPlane {
         }
     }
 
-    pub fn create(&self, new: NewFunction) -> Result<Arc<FunctionEntry>, ControlError> {
+    pub fn create(&self, mut new: NewFunction) -> Result<Arc<FunctionEntry>, ControlError> {
+        new.config.layers = self.resolve_layers(&new.layer_arns)?;
         let _w = lock(&self.writer);
         let name = new.config.name.clone();
         if self.get(&name).is_ok() {
@@ -483,7 +503,9 @@ impl ControlPlane {
             }
         };
         let task_dir = self.code.task_dir(&version.code);
-        Ok(Resolved { entry, version, task_dir })
+        let opt_dir = (!version.config.layers.is_empty())
+            .then(|| self.code.opt_path(&version.config.layers.iter().map(|l| l.code.clone()).collect::<Vec<_>>()));
+        Ok(Resolved { entry, version, task_dir, opt_dir })
     }
 
     /// Total stored code size, for GetAccountSettings.

@@ -60,6 +60,8 @@ pub struct Target {
     pub config: Arc<FunctionConfig>,
     /// The unpacked code.
     pub task_dir: PathBuf,
+    /// The function's layers, merged: mounted read-only at `/opt`.
+    pub opt_dir: Option<PathBuf>,
     pub invoked_arn: String,
     pub reserved_concurrency: Option<u32>,
     /// Beyond Lambda: the most invocations one tenant may have in flight on this function.
@@ -379,7 +381,10 @@ impl Manager {
 
     /// How the function's environments start (one place for custom and managed runtimes).
     fn entrypoint(&self, target: &Target) -> Result<Entrypoint, InvokeError> {
-        self.inner.runtimes.entrypoint(target.config.runtime, &target.task_dir).map_err(InvokeError::InvalidEntrypoint)
+        self.inner
+            .runtimes
+            .entrypoint(target.config.runtime, &target.task_dir, target.opt_dir.as_deref())
+            .map_err(InvokeError::InvalidEntrypoint)
     }
 
     fn spawn_env(&self, key: &PoolKey, target: &Target, ep: Entrypoint) -> Result<Env, InvokeError> {
@@ -1043,6 +1048,7 @@ mod tests {
             },
             tenancy: Some(quarters_types::TenantIsolationMode::PerTenant),
             tracing_mode: "PassThrough".into(),
+            layers: Vec::new(),
         }
     }
 
@@ -1079,6 +1085,7 @@ mod tests {
             generation: 1,
             config: Arc::new(config()),
             task_dir: task,
+            opt_dir: None,
             invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
             reserved_concurrency: None,
             tenant_concurrency: None,

@@ -204,19 +204,28 @@ impl RuntimeFiles {
 
     /// The entrypoint of a function with `runtime` whose code is in `task_dir`, or why it has
     /// none (the message of a `Runtime.InvalidEntrypoint` error).
-    pub fn entrypoint(&self, runtime: Runtime, task_dir: &Path) -> Result<Entrypoint, String> {
+    /// With layers, `opt_dir` is their merged tree, mounted at `/opt`.
+    pub fn entrypoint(&self, runtime: Runtime, task_dir: &Path, opt_dir: Option<&Path>) -> Result<Entrypoint, String> {
+        let mut ep = self.entrypoint_of(runtime, task_dir, opt_dir)?;
+        if let Some(opt) = opt_dir {
+            ep.ro_binds.push((opt.to_path_buf(), "/opt".into()));
+        }
+        Ok(ep)
+    }
+
+    fn entrypoint_of(&self, runtime: Runtime, task_dir: &Path, opt_dir: Option<&Path>) -> Result<Entrypoint, String> {
         let exec_env = |rt: Runtime| ("AWS_EXECUTION_ENV".to_string(), format!("AWS_Lambda_{}", rt.as_str()));
         match runtime.family() {
             RuntimeFamily::Provided => {
-                if task_dir.join("bootstrap").is_file() {
-                    Ok(Entrypoint {
-                        command: vec!["/var/task/bootstrap".into()],
-                        ro_binds: Vec::new(),
-                        env: Vec::new(),
-                    })
+                // The function's own bootstrap first, then a layer's (as on Lambda).
+                let command = if task_dir.join("bootstrap").is_file() {
+                    "/var/task/bootstrap"
+                } else if opt_dir.is_some_and(|o| o.join("bootstrap").is_file()) {
+                    "/opt/bootstrap"
                 } else {
-                    Err("Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]".into())
-                }
+                    return Err("Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]".into());
+                };
+                Ok(Entrypoint { command: vec![command.into()], ro_binds: Vec::new(), env: Vec::new() })
             }
             RuntimeFamily::Python => {
                 let i = interpreter(runtime).ok_or_else(|| unavailable(runtime).unwrap_or_default())?;
@@ -257,10 +266,16 @@ mod tests {
         let files = RuntimeFiles::write(&dir.path().join("rt")).expect("write");
         let task = dir.path().join("task");
         std::fs::create_dir_all(&task).expect("task");
-        let e = files.entrypoint(Runtime::ProvidedAl2023, &task).expect_err("no bootstrap");
+        let e = files.entrypoint(Runtime::ProvidedAl2023, &task, None).expect_err("no bootstrap");
         assert!(e.contains("/var/task/bootstrap"), "{e}");
+        let opt = dir.path().join("opt");
+        std::fs::create_dir_all(&opt).expect("opt");
+        std::fs::write(opt.join("bootstrap"), "#!/bin/sh\n").expect("opt bootstrap");
+        let ep = files.entrypoint(Runtime::ProvidedAl2023, &task, Some(&opt)).expect("layer bootstrap");
+        assert_eq!(ep.command, vec!["/opt/bootstrap".to_string()]);
+        assert!(ep.ro_binds.contains(&(opt.clone(), "/opt".to_string())));
         std::fs::write(task.join("bootstrap"), "#!/bin/sh\n").expect("bootstrap");
-        let ep = files.entrypoint(Runtime::ProvidedAl2023, &task).expect("bootstrap");
+        let ep = files.entrypoint(Runtime::ProvidedAl2023, &task, Some(&opt)).expect("bootstrap");
         assert_eq!(ep.command, vec!["/var/task/bootstrap".to_string()]);
     }
 
@@ -271,7 +286,7 @@ mod tests {
         let written = std::fs::read_to_string(dir.path().join("rt/python/bootstrap.py")).expect("read");
         assert_eq!(written, PYTHON_BOOTSTRAP);
         let rt = Runtime::Python(12);
-        match files.entrypoint(rt, dir.path()) {
+        match files.entrypoint(rt, dir.path(), None) {
             Ok(ep) => {
                 assert_eq!(ep.command.last().map(String::as_str), Some(PYTHON_IN_SANDBOX));
                 assert!(ep.ro_binds.iter().any(|(_, inside)| inside == PYTHON_IN_SANDBOX));

@@ -201,6 +201,17 @@ pub struct FunctionConfig {
     pub logging: LoggingConfig,
     pub tenancy: Option<TenantIsolationMode>,
     pub tracing_mode: String,
+    /// Layer versions, in order: unpacked one over the other under `/opt`.
+    #[serde(default)]
+    pub layers: Vec<LayerRef>,
+}
+
+/// A layer version a function uses: its ARN and its content (kept even if the version is deleted,
+/// as on Lambda).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    pub arn: String,
+    pub code: CodeInfo,
 }
 
 impl FunctionConfig {
