@@ -24,6 +24,7 @@ mod envs;
 mod mem;
 mod net;
 mod report;
+mod runtimes;
 mod server;
 mod stats;
 
@@ -66,6 +67,10 @@ pub struct BenchArgs {
     /// Concurrent clients starting those environments.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub env_clients: usize,
+    /// Cold starts per runtime (native, Python, Node.js) and as many bare starts of each
+    /// [default: 40, quick 10].
+    #[arg(long, value_name = "N")]
+    pub runtime_cold: Option<usize>,
     /// Cold starts on each of the hardened and the unhardened server [default: as --cold].
     #[arg(long, value_name = "N")]
     pub hardening_cold: Option<usize>,
@@ -87,13 +92,15 @@ const TARGET_ENVS_PER_SEC: f64 = 100.0;
 const TARGET_PLATFORM_MIB: f64 = 2.0;
 const TARGET_HARDENING_PERCENT: f64 = 20.0;
 const MAX_ERROR_PERCENT: f64 = 1.0;
+/// The managed-runtimes issue's target: what the platform adds to a runtime's own start.
+const TARGET_RUNTIME_ADDED_MS: f64 = 10.0;
 
 const FUNCTION: &str = "bench-probe";
 const WARM_TENANT: &str = "bench-warm";
 const PAYLOAD: &[u8] = br#"{"action":"echo"}"#;
 /// Warm latency alternates between echo and Invoke every this many requests.
 const CHUNK: usize = 100;
-const STEPS: usize = 9;
+const STEPS: usize = 10;
 
 /// How much of everything, from the arguments.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +115,7 @@ struct Plan {
     envs: usize,
     env_clients: usize,
     hardening_cold: usize,
+    runtime_cold: usize,
 }
 
 impl Plan {
@@ -135,6 +143,10 @@ impl Plan {
         if args.env_clients == 0 || args.env_clients > 1024 {
             bail!("--env-clients must be between 1 and 1024");
         }
+        let runtime_cold = args.runtime_cold.unwrap_or(if q { 10 } else { 40 });
+        if runtime_cold == 0 {
+            bail!("--runtime-cold must be at least 1");
+        }
         let hardening_cold = args.hardening_cold.unwrap_or(cold);
         if hardening_cold == 0 {
             bail!("--hardening-cold must be at least 1");
@@ -150,6 +162,7 @@ impl Plan {
             envs,
             env_clients: args.env_clients,
             hardening_cold,
+            runtime_cold,
         })
     }
 
@@ -186,7 +199,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     detail(&format!("serving at {} after {} ms", server.addr, started.elapsed().as_millis()));
     // Ctrl-C ends a measurement, not the bench: its servers are still stopped (and waited for).
     let measured = tokio::select! {
-        m = measure(&plan, &server, &zip) => m,
+        m = measure(&plan, &server, &probe, &zip) => m,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     let stopping = Instant::now();
@@ -246,6 +259,7 @@ struct Measured {
     creation: Creation,
     memory: Option<Memory>,
     hardening: Hardening,
+    runtimes: Vec<runtimes::RuntimeCold>,
     invoke_errors: Book,
     echo_errors: Book,
 }
@@ -288,7 +302,7 @@ impl Book {
     }
 }
 
-async fn measure(plan: &Plan, server: &ServerProcess, zip: &[u8]) -> Result<Measured> {
+async fn measure(plan: &Plan, server: &ServerProcess, probe: &Path, zip: &[u8]) -> Result<Measured> {
     step(
         2,
         &format!(
@@ -447,6 +461,17 @@ async fn measure(plan: &Plan, server: &ServerProcess, zip: &[u8]) -> Result<Meas
         }
     };
 
+    step(
+        8,
+        &format!(
+            "cold starts per runtime: {} new tenants each, in turn with a bare start of the same program...",
+            plan.runtime_cold
+        ),
+    );
+    let mut rt_calls = Tally::default();
+    let runtimes = runtimes::measure(server, probe, zip, plan.runtime_cold, &mut rt_calls, detail).await?;
+    invoke_errors.keep(rt_calls);
+
     Ok(Measured {
         warm_invoke,
         warm_echo,
@@ -457,6 +482,7 @@ async fn measure(plan: &Plan, server: &ServerProcess, zip: &[u8]) -> Result<Meas
         creation,
         memory,
         hardening: Hardening::default(),
+        runtimes,
         invoke_errors,
         echo_errors,
     })
@@ -466,7 +492,7 @@ async fn measure(plan: &Plan, server: &ServerProcess, zip: &[u8]) -> Result<Meas
 /// `--no-hardening`, the same function deployed on both, new tenants on both in turn.
 async fn compare_hardening(plan: &Plan, quarters: &Path, zip: &[u8], book: &mut Book) -> Result<Hardening> {
     step(
-        8,
+        9,
         &format!(
             "hardening: two new servers, one with --no-hardening; {} cold starts on each, interleaved in chunks of {}...",
             plan.hardening_cold,
@@ -580,11 +606,16 @@ fn describe_memory(m: &Memory, expected: usize) {
 }
 
 async fn deploy(server: &ServerProcess, zip: &[u8]) -> Result<()> {
+    deploy_function(server, FUNCTION, "provided.al2023", "bootstrap", zip).await
+}
+
+/// Create a PER_TENANT function and wait until it is Active.
+async fn deploy_function(server: &ServerProcess, name: &str, runtime: &str, handler: &str, zip: &[u8]) -> Result<()> {
     let body = json!({
-        "FunctionName": FUNCTION,
-        "Runtime": "provided.al2023",
+        "FunctionName": name,
+        "Runtime": runtime,
         "Role": "arn:aws:iam::000000000000:role/bench",
-        "Handler": "bootstrap",
+        "Handler": handler,
         "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
         "MemorySize": 128,
         "Timeout": 10,
@@ -601,7 +632,7 @@ async fn deploy(server: &ServerProcess, zip: &[u8]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, _, resp) =
-            call_once(server.addr, http::Method::GET, &format!("/2015-03-31/functions/{FUNCTION}"), None).await?;
+            call_once(server.addr, http::Method::GET, &format!("/2015-03-31/functions/{name}"), None).await?;
         let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
         let state = v["Configuration"]["State"].as_str().unwrap_or("");
         if status.is_success() && (state == "Active" || state.is_empty()) {
@@ -745,6 +776,16 @@ fn rows(m: &Measured, plan: &Plan) -> Vec<Row> {
         Row::new("hardening cost, cold p50", Unit::Percent, h.cost_percent())
             .target(Target::AtMost(TARGET_HARDENING_PERCENT)),
     );
+    for r in &m.runtimes {
+        rows.push(
+            Row::new(format!("cold start p50, {}", r.label), Unit::Millis, r.cold.p50 / 1e3)
+                .baseline("bare start", r.bare.p50 / 1e3),
+        );
+        rows.push(
+            Row::new(format!("platform adds, {}", r.label), Unit::Millis, r.added_ms())
+                .target(Target::AtMost(TARGET_RUNTIME_ADDED_MS)),
+        );
+    }
     rows.push(
         Row::new("failed invocations", Unit::Percent, m.invoke_errors.percent())
             .target(Target::AtMost(MAX_ERROR_PERCENT)),
@@ -776,6 +817,7 @@ fn results_json(m: &Measured, plan: &Plan, rows: &[Row], quarters: &Path) -> Val
             "new_environments": plan.envs,
             "environment_clients": plan.env_clients,
             "hardening_cold_starts": plan.hardening_cold,
+            "runtime_cold_starts": plan.runtime_cold,
         },
         "metrics": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
         "targets_met": rows.iter().all(|r| r.met() != Some(false)),
@@ -789,6 +831,7 @@ fn results_json(m: &Measured, plan: &Plan, rows: &[Row], quarters: &Path) -> Val
         "environment_creation": m.creation.to_json(),
         "memory": m.memory.map(Memory::to_json),
         "hardening": m.hardening.to_json(),
+        "runtimes": m.runtimes.iter().map(runtimes::RuntimeCold::to_json).collect::<Vec<_>>(),
         "errors": {
             "invokes": m.invoke_errors.attempts,
             "failed": m.invoke_errors.errors,
@@ -868,6 +911,7 @@ mod tests {
             envs: None,
             env_clients: 8,
             hardening_cold: None,
+            runtime_cold: None,
             out: None,
             quarters: None,
         }
@@ -966,14 +1010,21 @@ mod tests {
             },
             memory: None,
             hardening: Hardening { on: s(11_000.0), off: s(10_000.0) },
+            runtimes: vec![runtimes::RuntimeCold {
+                label: "python3.11".into(),
+                cold: s(70_000.0),
+                bare: s(25_000.0),
+                bare_command: "/usr/bin/python3 -c pass".into(),
+            }],
             invoke_errors: Book { attempts: 200, errors: 1, first_error: None },
             echo_errors: Book::default(),
         };
         let plan = Plan::from_args(&args()).expect("plan");
         let rows = rows(&m, &plan);
         let met: Vec<Option<bool>> = rows.iter().map(Row::met).filter(Option::is_some).collect();
-        // warm, throughput, cold, environments/s, hardening cost, failures.
-        assert_eq!(met, vec![Some(true), Some(false), Some(true), Some(true), Some(true), Some(true)]);
+        // warm, throughput, cold, environments/s, hardening cost, Python's added start, failures.
+        assert_eq!(met, vec![Some(true), Some(false), Some(true), Some(true), Some(true), Some(false), Some(true)]);
+        assert!(rows.iter().any(|r| r.name == "platform adds, python3.11" && (r.value - 45.0).abs() < 1e-9));
         assert!(rows.iter().any(|r| r.name == "environments started, 8 clients" && r.value == 125.0));
         assert!(rows.iter().any(|r| r.name == "hardening cost, cold p50" && (r.value - 10.0).abs() < 1e-9));
         assert!(!rows.iter().any(|r| r.unit == Unit::Mib));
@@ -987,5 +1038,6 @@ mod tests {
         assert_eq!(doc["environment_creation"]["per_s"], json!(125.0));
         assert_eq!(doc["memory"], Value::Null);
         assert_eq!(doc["hardening"]["ratio_p50"], json!(1.1));
+        assert_eq!(doc["runtimes"][0]["added_p50_ms"], json!(45.0));
     }
 }
