@@ -73,6 +73,19 @@ impl From<ControlError> for ApiError {
     }
 }
 
+impl From<quarters_image::ImageError> for ApiError {
+    fn from(e: quarters_image::ImageError) -> Self {
+        use quarters_image::ImageError as E;
+        match e {
+            E::BadReference(m) | E::Registry(m) | E::Unsupported(m) | E::BadLayer(m) => Self::invalid(m),
+            E::Io(e) => {
+                tracing::error!(error = %e, "image store failure");
+                Self::internal(e.to_string())
+            }
+        }
+    }
+}
+
 impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         match e {

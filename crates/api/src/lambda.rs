@@ -37,7 +37,10 @@ pub async fn create_function(State(app): State<Arc<App>>, body: Bytes) -> ApiRes
         )));
     }
     let input: wire::CreateFunctionIn = wire::parse(&body)?;
-    let new = input.into_new_function()?;
+    let mut new = input.into_new_function()?;
+    if let Some(settings) = new.config.image.as_mut() {
+        pull_into(&app, settings).await?;
+    }
     let a = app.clone();
     let entry = blocking(move || a.control.create(new)).await?;
     tracing::info!(function = %entry.latest.config.name, "function created");
@@ -72,7 +75,10 @@ pub async fn get_function(State(app): State<Arc<App>>, Path(name): Path<String>,
     let v = version_of(&app, &e, &r)?;
     let mut out = json!({
         "Configuration": wire::function_configuration(&app.control.arns, v, View::Get),
-        "Code": { "RepositoryType": "S3", "Location": format!("{}/quarters/v1/code/{}", app.base_url, v.code.sha256_hex) },
+        "Code": match &v.config.image {
+            None => json!({ "RepositoryType": "S3", "Location": format!("{}/quarters/v1/code/{}", app.base_url, v.code.sha256_hex) }),
+            Some(i) => json!({ "RepositoryType": "ECR", "ImageUri": i.uri, "ResolvedImageUri": i.resolved_uri }),
+        },
     });
     if !e.tags.is_empty() {
         out["Tags"] = json!(e.tags);
@@ -212,8 +218,28 @@ pub async fn update_code(State(app): State<Arc<App>>, Path(name): Path<String>, 
     }
     let r = fref(&name, &q)?;
     let input: wire::UpdateCodeIn = wire::parse(&body)?;
-    if input.s3_bucket.is_some() || input.image_uri.is_some() {
-        return Err(ApiError::invalid("Only Code.ZipFile is supported by this Quarters server yet."));
+    if input.s3_bucket.is_some() {
+        return Err(ApiError::invalid("Code from S3 is not supported by this Quarters server yet."));
+    }
+    if let Some(uri) = input.image_uri.filter(|u| !u.is_empty()) {
+        let current = app.control.get(r.name.as_str())?;
+        let Some(mut settings) = current.latest.config.image.clone() else {
+            return Err(ApiError::invalid(
+                "Please don't provide ImageUri when updating a function with packageType Zip.",
+            ));
+        };
+        settings.uri = uri;
+        if input.dry_run.unwrap_or(false) {
+            return ok(StatusCode::OK, wire::function_configuration(&app.control.arns, &current.latest, View::Updated));
+        }
+        pull_into(&app, &mut settings).await?;
+        let a = app.clone();
+        let n = r.name.as_str().to_owned();
+        let publish = input.publish.unwrap_or(false);
+        let revision = input.revision_id;
+        let entry = blocking(move || a.control.update_image(&n, settings, publish, revision.as_deref())).await?;
+        app.manager.retire(&entry.uid, Some("$LATEST"), Some(entry.latest.generation));
+        return ok(StatusCode::OK, wire::function_configuration(&app.control.arns, &entry.latest, View::Updated));
     }
     let zip = wire::decode_zip(
         &input.zip_file.ok_or_else(|| ApiError::invalid("Please provide a source for function code."))?,
@@ -396,6 +422,7 @@ pub(crate) fn target_of(resolved: &Resolved, invoked_arn: String) -> Target {
         config: Arc::new(resolved.version.config.clone()),
         task_dir: resolved.task_dir.clone(),
         opt_dir: resolved.opt_dir.clone(),
+        image_root: resolved.image_root.clone(),
         invoked_arn,
         reserved_concurrency: resolved.entry.reserved_concurrency,
         tenant_concurrency: resolved.entry.tenant_concurrency,
@@ -637,4 +664,22 @@ pub async fn invoke(
         h.insert("x-amz-log-result", v);
     }
     Ok(resp)
+}
+
+/// Pull an image function's image and record what it resolved to and what it runs.
+async fn pull_into(app: &App, settings: &mut quarters_types::ImageSettings) -> Result<(), ApiError> {
+    let pulled = app.images.pull(&settings.uri).await?;
+    settings.digest = pulled.digest;
+    settings.resolved_uri = pulled.resolved_uri;
+    settings.image_entrypoint = pulled.config.entrypoint;
+    settings.image_cmd = pulled.config.cmd;
+    settings.image_working_dir = pulled.config.working_dir;
+    settings.image_env = pulled.config.env;
+    if settings.command_line().is_empty() {
+        return Err(ApiError::invalid(format!(
+            "The image {} has no entry point or command, and the function's ImageConfig gives none.",
+            settings.uri
+        )));
+    }
+    Ok(())
 }

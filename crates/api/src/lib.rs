@@ -31,6 +31,8 @@ pub struct App {
     pub logs: Arc<LogStore>,
     /// The durable queue of asynchronous (Event) invocations.
     pub events: quarters_events::EventQueue,
+    /// Container images of `PackageType: Image` functions.
+    pub images: Arc<quarters_image::ImageStore>,
     /// How clients reach this server, for URLs in responses.
     pub base_url: String,
 }

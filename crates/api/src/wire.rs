@@ -6,7 +6,8 @@ use base64::Engine;
 use quarters_control::{AliasRecord, FunctionEntry, NewFunction};
 use quarters_types::time::last_modified;
 use quarters_types::{
-    Arns, FunctionConfig, FunctionName, LogFormat, LoggingConfig, Runtime, TenantIsolationMode, VersionRecord, limits,
+    Arns, FunctionConfig, FunctionName, ImageSettings, LogFormat, LoggingConfig, Runtime, TenantIsolationMode,
+    VersionRecord, limits,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -81,8 +82,36 @@ pub struct CreateFunctionIn {
     pub tenancy_config: Option<TenancyIn>,
     pub tracing_config: Option<TracingIn>,
     pub package_type: Option<String>,
+    pub image_config: Option<ImageConfigIn>,
     pub layers: Option<Vec<String>>,
     pub tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageConfigIn {
+    pub entry_point: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub working_directory: Option<String>,
+}
+
+impl ImageConfigIn {
+    /// Onto an image function's settings (an empty list or string clears an override).
+    pub fn apply(self, s: &mut ImageSettings) -> Result<(), ApiError> {
+        if let Some(e) = self.entry_point {
+            s.entrypoint = (!e.is_empty()).then_some(e);
+        }
+        if let Some(c) = self.command {
+            s.command = (!c.is_empty()).then_some(c);
+        }
+        if let Some(w) = self.working_directory {
+            if !w.is_empty() && !w.starts_with('/') {
+                return Err(ApiError::invalid(format!("WorkingDirectory must be an absolute path, and {w} is not.")));
+            }
+            s.working_directory = (!w.is_empty()).then_some(w);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +130,7 @@ pub struct UpdateConfigIn {
     pub tenancy_config: Option<Value>,
     pub revision_id: Option<String>,
     pub layers: Option<Vec<String>>,
+    pub image_config: Option<ImageConfigIn>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,10 +278,8 @@ fn tracing_mode(t: Option<TracingIn>) -> Result<Option<String>, ApiError> {
 impl CreateFunctionIn {
     pub fn into_new_function(self) -> Result<NewFunction, ApiError> {
         let name = FunctionName::parse(&required(self.function_name, "functionName")?)?.as_str().to_owned();
-        if self.package_type.as_deref().is_some_and(|p| p != "Zip") {
-            if self.package_type.as_deref() == Some("Image") {
-                return Err(unsupported("PackageType Image"));
-            }
+        let is_image = self.package_type.as_deref() == Some("Image");
+        if self.package_type.as_deref().is_some_and(|p| p != "Zip" && p != "Image") {
             return Err(quarters_types::ValidationError::constraint(
                 self.package_type.as_deref().unwrap_or(""),
                 "packageType",
@@ -265,14 +293,39 @@ impl CreateFunctionIn {
         if code.s3_bucket.is_some() {
             return Err(unsupported("Code from S3"));
         }
-        if code.image_uri.is_some() {
-            return Err(unsupported("ImageUri"));
-        }
-        let zip =
-            decode_zip(&code.zip_file.ok_or_else(|| ApiError::invalid("Please provide a source for function code."))?)?;
-        let runtime = runtime_here(&required(self.runtime, "runtime")?)?;
-        let handler = required(self.handler, "handler")?;
-        FunctionConfig::validate_handler(&handler)?;
+        let (zip, runtime, handler, image) = if is_image {
+            if self.runtime.is_some() || self.handler.is_some() || self.layers.as_ref().is_some_and(|l| !l.is_empty()) {
+                return Err(ApiError::invalid(
+                    "Please don't provide Handler or Runtime or Layer when the intended function PackageType is Image.",
+                ));
+            }
+            let uri = code.image_uri.filter(|u| !u.is_empty()).ok_or_else(|| {
+                ApiError::invalid("Please provide ImageUri when the intended function PackageType is Image.")
+            })?;
+            if code.zip_file.is_some() {
+                return Err(ApiError::invalid(
+                    "Please don't provide ZipFile when the intended function PackageType is Image.",
+                ));
+            }
+            let mut settings = ImageSettings { uri, ..Default::default() };
+            if let Some(ic) = self.image_config {
+                ic.apply(&mut settings)?;
+            }
+            (Vec::new(), Runtime::ProvidedAl2023, String::new(), Some(settings))
+        } else {
+            if code.image_uri.is_some() {
+                return Err(ApiError::invalid(
+                    "Please don't provide ImageUri when the intended function PackageType is Zip.",
+                ));
+            }
+            let zip = decode_zip(
+                &code.zip_file.ok_or_else(|| ApiError::invalid("Please provide a source for function code."))?,
+            )?;
+            let runtime = runtime_here(&required(self.runtime, "runtime")?)?;
+            let handler = required(self.handler, "handler")?;
+            FunctionConfig::validate_handler(&handler)?;
+            (zip, runtime, handler, None)
+        };
         let layer_arns = self.layers.unwrap_or_default();
         let description = self.description.unwrap_or_default();
         FunctionConfig::validate_description(&description)?;
@@ -311,6 +364,7 @@ impl CreateFunctionIn {
             tenancy,
             tracing_mode: tracing_mode(self.tracing_config)?.unwrap_or_else(|| "PassThrough".into()),
             layers: Vec::new(),
+            image,
             name,
         };
         Ok(NewFunction {
@@ -369,8 +423,20 @@ impl UpdateConfigIn {
                 "TenancyConfig cannot be changed after a function is created. Create a new function to change its tenant isolation mode.",
             ));
         }
-        // `Layers` is resolved by the caller (it needs the control plane); see `take_layers`.
+        // `Layers` is resolved by the caller (it needs the control plane).
         let mut n = c.clone();
+        match (&mut n.image, self.image_config) {
+            (Some(settings), Some(ic)) => ic.apply(settings)?,
+            (None, Some(_)) => {
+                return Err(ApiError::invalid("ImageConfig is only for functions whose PackageType is Image."));
+            }
+            (Some(_), None) if self.runtime.is_some() || self.handler.is_some() => {
+                return Err(ApiError::invalid(
+                    "Please don't provide Handler or Runtime when the function's PackageType is Image.",
+                ));
+            }
+            _ => {}
+        }
         if let Some(r) = self.runtime {
             n.runtime = runtime_here(&r)?;
         }
@@ -449,9 +515,7 @@ pub fn function_configuration(arns: &Arns, v: &VersionRecord, view: View) -> Val
     let mut out = json!({
         "FunctionName": c.name,
         "FunctionArn": arn,
-        "Runtime": c.runtime.as_str(),
         "Role": c.role,
-        "Handler": c.handler,
         "CodeSize": v.code.size,
         "Description": c.description,
         "Timeout": c.timeout_s,
@@ -461,7 +525,7 @@ pub fn function_configuration(arns: &Arns, v: &VersionRecord, view: View) -> Val
         "Version": v.version,
         "TracingConfig": { "Mode": c.tracing_mode },
         "RevisionId": v.revision_id,
-        "PackageType": "Zip",
+        "PackageType": if c.image.is_some() { "Image" } else { "Zip" },
         "Architectures": c.architectures,
         "EphemeralStorage": { "Size": c.ephemeral_mb },
         "SnapStart": { "ApplyOn": "None", "OptimizationStatus": "Off" },
@@ -472,6 +536,27 @@ pub fn function_configuration(arns: &Arns, v: &VersionRecord, view: View) -> Val
     }
     if c.tenancy.is_some() {
         out["TenancyConfig"] = json!({ "TenantIsolationMode": "PER_TENANT" });
+    }
+    match &c.image {
+        None => {
+            out["Runtime"] = c.runtime.as_str().into();
+            out["Handler"] = c.handler.as_str().into();
+        }
+        Some(i) => {
+            let mut ic = json!({});
+            if let Some(e) = &i.entrypoint {
+                ic["EntryPoint"] = json!(e);
+            }
+            if let Some(cmd) = &i.command {
+                ic["Command"] = json!(cmd);
+            }
+            if let Some(w) = &i.working_directory {
+                ic["WorkingDirectory"] = json!(w);
+            }
+            if ic.as_object().is_some_and(|o| !o.is_empty()) {
+                out["ImageConfigResponse"] = json!({ "ImageConfig": ic });
+            }
+        }
     }
     if !c.layers.is_empty() {
         out["Layers"] = c.layers.iter().map(|l| json!({ "Arn": l.arn, "CodeSize": l.code.size })).collect();

@@ -52,6 +52,10 @@ pub struct ServerConfig {
     /// twice as long), as Lambda's one minute.
     #[arg(long, env = "QUARTERS_ASYNC_RETRY_DELAY", default_value_t = 60.0)]
     pub async_retry_delay: f64,
+    /// Credentials for container registries, `HOST[:PORT]=USER:PASSWORD`, comma-separated
+    /// (anonymous pulls need none).
+    #[arg(long, env = "QUARTERS_REGISTRY_AUTH", value_parser = parse_registry_auth, default_value = "")]
+    pub registry_auth: RegistryAuth,
     /// Region in ARNs.
     #[arg(long, env = "QUARTERS_REGION", default_value = "us-east-1")]
     pub region: String,
@@ -188,7 +192,11 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
     )?;
     events
         .start(Arc::new(quarters_api::events::ManagerInvoker { control: control.clone(), manager: manager.clone() }))?;
-    let app = Arc::new(App { control, manager, logs, events, base_url: format!("http://{addr}") });
+    let images = Arc::new(
+        quarters_image::ImageStore::open(data_dir.join("images"), cfg.registry_auth.0.clone())
+            .context("opening the image store")?,
+    );
+    let app = Arc::new(App { control, manager, logs, events, images, base_url: format!("http://{addr}") });
     quarters_api::restore_pools(&app);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(quarters_api::serve(app, listener, async move {
@@ -196,4 +204,18 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
     }));
     tracing::info!(%addr, data_dir = %data_dir.display(), "quarters is serving the Lambda API");
     Ok(RunningServer { addr, stop: Some(stop_tx), task, cgroups, run_dir })
+}
+
+/// Registry credentials by host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryAuth(pub std::collections::HashMap<String, (String, String)>);
+
+fn parse_registry_auth(s: &str) -> Result<RegistryAuth, String> {
+    let mut out = std::collections::HashMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (host, creds) = item.split_once('=').ok_or_else(|| format!("{item}: expected HOST=USER:PASSWORD"))?;
+        let (user, password) = creds.split_once(':').ok_or_else(|| format!("{item}: expected HOST=USER:PASSWORD"))?;
+        out.insert(host.to_string(), (user.to_string(), password.to_string()));
+    }
+    Ok(RegistryAuth(out))
 }

@@ -17,7 +17,7 @@ pub use code::CodeStore;
 use layers::LayerRegistry;
 pub use layers::{LayerVersion, MAX_LAYERS, NewLayer, layer_name};
 use quarters_types::time::now_ms;
-use quarters_types::{Arns, CodeInfo, FunctionConfig, Qualifier, ValidationError, VersionRecord};
+use quarters_types::{Arns, CodeInfo, FunctionConfig, ImageSettings, Qualifier, ValidationError, VersionRecord};
 use serde::{Deserialize, Serialize};
 use store::Store;
 
@@ -115,11 +115,15 @@ pub struct Resolved {
     pub task_dir: PathBuf,
     /// The merged layers, mounted at `/opt` (none without layers).
     pub opt_dir: Option<PathBuf>,
+    /// A container image's unpacked root (image functions only).
+    pub image_root: Option<PathBuf>,
 }
 
 pub struct ControlPlane {
     store: Mutex<Store>,
     code: CodeStore,
+    /// Where container images are unpacked (`<data dir>/images`).
+    images_dir: PathBuf,
     registry: RwLock<HashMap<String, Arc<FunctionEntry>>>,
     layers: RwLock<LayerRegistry>,
     /// Serialises changes, so each is a read-modify-write of one consistent state.
@@ -155,6 +159,7 @@ impl ControlPlane {
         Ok(Self {
             store: Mutex::new(store),
             code,
+            images_dir: data_dir.join("images"),
             registry: RwLock::new(registry),
             layers: RwLock::new(layers),
             writer: Mutex::new(()),
@@ -229,7 +234,10 @@ impl ControlPlane {
         if self.get(&name).is_ok() {
             return Err(ControlError::Conflict(format!("Function already exist: {name}")));
         }
-        let code = self.code.put(&new.zip)?;
+        let code = match &new.config.image {
+            Some(image) => image_code(image),
+            None => self.code.put(&new.zip)?,
+        };
         let latest = self.new_version("$LATEST".into(), new.config, code, 1);
         let mut entry = FunctionEntry {
             uid: uuid::Uuid::new_v4().simple().to_string(),
@@ -274,8 +282,41 @@ impl ControlPlane {
         let code = self.code.put(zip)?;
         self.modify(name, |e| {
             check_revision(&e.latest.revision_id, revision_id)?;
+            if e.latest.config.image.is_some() {
+                return Err(ControlError::invalid(
+                    "Please provide ImageUri when updating a function with packageType Image.",
+                ));
+            }
             let generation = e.latest.generation + 1;
             e.latest = self.new_version("$LATEST".into(), e.latest.config.clone(), code, generation);
+            if publish {
+                publish_into(e, None);
+            }
+            Ok(())
+        })
+        .map(|(e, ())| e)
+    }
+
+    /// UpdateFunctionCode of an image function: the newly pulled image.
+    pub fn update_image(
+        &self,
+        name: &str,
+        image: ImageSettings,
+        publish: bool,
+        revision_id: Option<&str>,
+    ) -> Result<Arc<FunctionEntry>, ControlError> {
+        self.modify(name, |e| {
+            check_revision(&e.latest.revision_id, revision_id)?;
+            if e.latest.config.image.is_none() {
+                return Err(ControlError::invalid(
+                    "Please provide ZipFile or S3Bucket and S3Key when the function's PackageType is Zip.",
+                ));
+            }
+            let generation = e.latest.generation + 1;
+            let code = image_code(&image);
+            let mut config = e.latest.config.clone();
+            config.image = Some(image);
+            e.latest = self.new_version("$LATEST".into(), config, code, generation);
             if publish {
                 publish_into(e, None);
             }
@@ -505,7 +546,9 @@ impl ControlPlane {
         let task_dir = self.code.task_dir(&version.code);
         let opt_dir = (!version.config.layers.is_empty())
             .then(|| self.code.opt_path(&version.config.layers.iter().map(|l| l.code.clone()).collect::<Vec<_>>()));
-        Ok(Resolved { entry, version, task_dir, opt_dir })
+        let image_root =
+            version.config.image.as_ref().map(|i| quarters_image::ImageStore::rootfs_path(&self.images_dir, &i.digest));
+        Ok(Resolved { entry, version, task_dir, opt_dir, image_root })
     }
 
     /// Total stored code size, for GetAccountSettings.
@@ -560,4 +603,10 @@ fn publish_into(e: &mut FunctionEntry, description: Option<String>) -> VersionRe
     };
     e.versions.insert(n, v.clone());
     v
+}
+
+/// An image function's code: the image's manifest digest (as AWS reports it, in hex), no size.
+fn image_code(image: &ImageSettings) -> CodeInfo {
+    let hex = image.digest.trim_start_matches("sha256:").to_string();
+    CodeInfo { sha256_b64: hex.clone(), sha256_hex: hex, size: 0 }
 }

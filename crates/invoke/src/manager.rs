@@ -62,6 +62,8 @@ pub struct Target {
     pub task_dir: PathBuf,
     /// The function's layers, merged: mounted read-only at `/opt`.
     pub opt_dir: Option<PathBuf>,
+    /// A container image function's unpacked root.
+    pub image_root: Option<PathBuf>,
     pub invoked_arn: String,
     pub reserved_concurrency: Option<u32>,
     /// Beyond Lambda: the most invocations one tenant may have in flight on this function.
@@ -381,10 +383,11 @@ impl Manager {
 
     /// How the function's environments start (one place for custom and managed runtimes).
     fn entrypoint(&self, target: &Target) -> Result<Entrypoint, InvokeError> {
-        self.inner
-            .runtimes
-            .entrypoint(target.config.runtime, &target.task_dir, target.opt_dir.as_deref())
-            .map_err(InvokeError::InvalidEntrypoint)
+        match &target.image_root {
+            Some(root) => crate::runtimes::image_entrypoint(&target.config, root),
+            None => self.inner.runtimes.entrypoint(target.config.runtime, &target.task_dir, target.opt_dir.as_deref()),
+        }
+        .map_err(InvokeError::InvalidEntrypoint)
     }
 
     fn spawn_env(&self, key: &PoolKey, target: &Target, ep: Entrypoint) -> Result<Env, InvokeError> {
@@ -421,6 +424,8 @@ impl Manager {
             tmp_mb: cfg.ephemeral_mb,
             command: ep.command,
             ro_binds: ep.ro_binds,
+            root: ep.root,
+            workdir: ep.workdir,
             netns,
         };
         let launched_at = Instant::now();
@@ -1049,6 +1054,7 @@ mod tests {
             tenancy: Some(quarters_types::TenantIsolationMode::PerTenant),
             tracing_mode: "PassThrough".into(),
             layers: Vec::new(),
+            image: None,
         }
     }
 
@@ -1086,6 +1092,7 @@ mod tests {
             config: Arc::new(config()),
             task_dir: task,
             opt_dir: None,
+            image_root: None,
             invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
             reserved_concurrency: None,
             tenant_concurrency: None,

@@ -173,12 +173,43 @@ pub fn runtime_version_id(runtime: Runtime) -> String {
 }
 
 /// How an environment of one function starts inside its sandbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Entrypoint {
     pub command: Vec<String>,
     pub ro_binds: Vec<(PathBuf, String)>,
     /// Variables a managed runtime sets (`AWS_EXECUTION_ENV`, `NODE_PATH`...).
     pub env: Vec<(String, String)>,
+    /// A container image's root, instead of the host's `/usr` and the code at `/var/task`.
+    pub root: Option<PathBuf>,
+    /// The working directory (default `/var/task`).
+    pub workdir: Option<String>,
+}
+
+/// A container image function's entrypoint: the image's command line (with the function's
+/// overrides), in the image's root, with the image's variables under the function's and
+/// Lambda's own.
+pub fn image_entrypoint(cfg: &quarters_types::FunctionConfig, root: &Path) -> Result<Entrypoint, String> {
+    let image = cfg.image.as_ref().ok_or("not an image function")?;
+    let command = image.command_line();
+    if command.is_empty() {
+        return Err("The image has no entry point or command.".into());
+    }
+    if !root.is_dir() {
+        return Err(format!(
+            "The image {} is not in the image store: update the function's code to pull it again.",
+            image.uri
+        ));
+    }
+    let reserved = |k: &str| {
+        cfg.environment.contains_key(k) || k.starts_with("AWS_") || k.starts_with("LAMBDA_") || k.starts_with('_')
+    };
+    Ok(Entrypoint {
+        command,
+        env: image.image_env.iter().filter(|(k, _)| !reserved(k)).cloned().collect(),
+        root: Some(root.to_path_buf()),
+        workdir: Some(image.working_dir()),
+        ..Default::default()
+    })
 }
 
 /// The managed runtimes' files on the host, written once per server.
@@ -225,7 +256,7 @@ impl RuntimeFiles {
                 } else {
                     return Err("Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]".into());
                 };
-                Ok(Entrypoint { command: vec![command.into()], ro_binds: Vec::new(), env: Vec::new() })
+                Ok(Entrypoint { command: vec![command.into()], ..Default::default() })
             }
             RuntimeFamily::Python => {
                 let i = interpreter(runtime).ok_or_else(|| unavailable(runtime).unwrap_or_default())?;
@@ -233,6 +264,7 @@ impl RuntimeFiles {
                     command: vec![i.path.to_string_lossy().into_owned(), PYTHON_IN_SANDBOX.into()],
                     ro_binds: vec![(self.python.clone(), PYTHON_IN_SANDBOX.into())],
                     env: vec![exec_env(runtime), ("PYTHONPATH".into(), "/var/runtime".into())],
+                    ..Default::default()
                 })
             }
             RuntimeFamily::Node => {
@@ -250,6 +282,7 @@ impl RuntimeFiles {
                             ),
                         ),
                     ],
+                    ..Default::default()
                 })
             }
         }

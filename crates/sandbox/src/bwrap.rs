@@ -22,6 +22,8 @@ pub const SANDBOX_UID: u32 = 993;
 pub const SANDBOX_GID: u32 = 990;
 /// Where our own binary is mounted inside the sandbox, to run as its init.
 const INIT_PATH: &str = "/var/runtime/quarters-init";
+/// Where the init is in a container image's sandbox (the image may have its own `/var`).
+const IMAGE_INIT_PATH: &str = "/run/quarters-init";
 
 #[derive(Debug, Clone)]
 pub struct BwrapConfig {
@@ -92,11 +94,27 @@ impl BwrapSandbox {
         push(&["--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
         push(&["--uid", &SANDBOX_UID.to_string(), "--gid", &SANDBOX_GID.to_string()]);
         push(&["--hostname", "localhost"]);
-        push(&["--ro-bind", "/usr", "/usr"]);
-        push(&["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"]);
-        push(&["--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin"]);
-        for etc in ["/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives", "/etc/localtime"] {
-            push(&["--ro-bind-try", etc, etc]);
+        match &spec.root {
+            // A container image: its own tree, read-only, in place of the host's.
+            Some(root) => {
+                for (name, link) in image_top_level(root) {
+                    let inside = format!("/{name}");
+                    match link {
+                        Some(target) => push(&["--symlink", &target, &inside]),
+                        None => push(&["--ro-bind", &path_str(&root.join(&name)), &inside]),
+                    }
+                }
+            }
+            None => {
+                push(&["--ro-bind", "/usr", "/usr"]);
+                push(&["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"]);
+                push(&["--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin"]);
+                for etc in
+                    ["/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives", "/etc/localtime"]
+                {
+                    push(&["--ro-bind-try", etc, etc]);
+                }
+            }
         }
         push(&["--proc", "/proc", "--dev", "/dev"]);
         match tmp {
@@ -106,13 +124,17 @@ impl BwrapSandbox {
                 push(&["--size", &tmp_bytes.to_string(), "--tmpfs", "/tmp"]);
             }
         }
-        push(&["--ro-bind", &path_str(&spec.task_dir), "/var/task"]);
+        // An image brings its code (and may have its own /var); our init then lives in /run.
+        let init_path = if spec.root.is_some() { IMAGE_INIT_PATH } else { INIT_PATH };
+        if spec.root.is_none() {
+            push(&["--ro-bind", &path_str(&spec.task_dir), "/var/task"]);
+        }
         for (host, inside) in &spec.ro_binds {
             push(&["--ro-bind", &path_str(host), inside]);
         }
-        push(&["--ro-bind", &path_str(&self.config.init_exe), INIT_PATH]);
+        push(&["--ro-bind", &path_str(&self.config.init_exe), init_path]);
         push(&["--bind", &path_str(&spec.run_dir), SANDBOX_RUN_DIR]);
-        push(&["--chdir", "/var/task", "--clearenv"]);
+        push(&["--chdir", spec.workdir.as_deref().unwrap_or("/var/task"), "--clearenv"]);
         for fd in seccomp_fds {
             push(&["--add-seccomp-fd", &fd.to_string()]);
         }
@@ -123,13 +145,37 @@ impl BwrapSandbox {
             push(&["--setenv", k, v]);
         }
         if spec.netns.is_some() {
-            push(&["--", INIT_PATH, "sandbox-init", "--direct", "--"]);
+            push(&["--", init_path, "sandbox-init", "--direct", "--"]);
         } else {
-            push(&["--", INIT_PATH, "sandbox-init", "--"]);
+            push(&["--", init_path, "sandbox-init", "--"]);
         }
         a.extend(spec.command.iter().cloned());
         a
     }
+}
+
+/// The top-level entries of an image's root to mount (with a symbolic link's target), leaving
+/// out what the sandbox provides itself.
+fn image_top_level(root: &Path) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else { return out };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if matches!(name.as_str(), "proc" | "dev" | "tmp" | "run" | "sys") {
+            continue;
+        }
+        let link = match e.file_type() {
+            Ok(t) if t.is_symlink() => match std::fs::read_link(e.path()) {
+                Ok(target) => Some(target.to_string_lossy().into_owned()),
+                Err(_) => continue,
+            },
+            Ok(_) => None,
+            Err(_) => continue,
+        };
+        out.push((name, link));
+    }
+    out.sort();
+    out
 }
 
 fn path_str(p: &Path) -> String {
@@ -386,6 +432,8 @@ mod tests {
             tmp_mb: 512,
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
             ro_binds: Vec::new(),
+            root: None,
+            workdir: None,
             netns: None,
         };
         let launched = sandbox.launch(&spec).expect("launch");

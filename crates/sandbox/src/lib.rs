@@ -52,6 +52,10 @@ pub struct SandboxSpec {
     pub command: Vec<String>,
     /// More read-only binds, host path to sandbox path: a managed runtime's files, layers.
     pub ro_binds: Vec<(PathBuf, String)>,
+    /// A container image's unpacked root, which replaces the host's `/usr` (and `task_dir`).
+    pub root: Option<PathBuf>,
+    /// The runtime's working directory (default `/var/task`).
+    pub workdir: Option<String>,
     /// The network namespace to run in, made by [`Sandbox::runtime_channel`] (else the
     /// sandbox makes its own and relays the Runtime API to a Unix socket).
     pub netns: Option<std::sync::Arc<OwnedFd>>,

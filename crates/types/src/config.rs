@@ -204,6 +204,43 @@ pub struct FunctionConfig {
     /// Layer versions, in order: unpacked one over the other under `/opt`.
     #[serde(default)]
     pub layers: Vec<LayerRef>,
+    /// For `PackageType: Image`: the image and how to run it (then `runtime` and `handler` are
+    /// not used).
+    #[serde(default)]
+    pub image: Option<ImageSettings>,
+}
+
+/// A container-image function's image: what was asked for, what it resolved to, and the
+/// image's own run settings with the function's `ImageConfig` overrides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSettings {
+    pub uri: String,
+    /// `registry/repository@sha256:...`
+    pub resolved_uri: String,
+    /// The manifest digest, `sha256:<hex>`.
+    pub digest: String,
+    /// `ImageConfig` overrides.
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub working_directory: Option<String>,
+    /// What the image's own config says.
+    pub image_entrypoint: Vec<String>,
+    pub image_cmd: Vec<String>,
+    pub image_working_dir: Option<String>,
+    pub image_env: Vec<(String, String)>,
+}
+
+impl ImageSettings {
+    /// The command line: the entry point, then the command (each the override if given).
+    pub fn command_line(&self) -> Vec<String> {
+        let mut out = self.entrypoint.clone().unwrap_or_else(|| self.image_entrypoint.clone());
+        out.extend(self.command.clone().unwrap_or_else(|| self.image_cmd.clone()));
+        out
+    }
+
+    pub fn working_dir(&self) -> String {
+        self.working_directory.clone().or_else(|| self.image_working_dir.clone()).unwrap_or_else(|| "/".into())
+    }
 }
 
 /// A layer version a function uses: its ARN and its content (kept even if the version is deleted,

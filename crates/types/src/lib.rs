@@ -12,8 +12,8 @@ pub mod time;
 
 pub use arn::{Arns, FunctionRef};
 pub use config::{
-    CodeInfo, FunctionConfig, LayerRef, LogFormat, LoggingConfig, Runtime, RuntimeFamily, TenantIsolationMode,
-    VersionRecord,
+    CodeInfo, FunctionConfig, ImageSettings, LayerRef, LogFormat, LoggingConfig, Runtime, RuntimeFamily,
+    TenantIsolationMode, VersionRecord,
 };
 pub use error::{ValidationError, ValidationKind};
 pub use ids::{EnvId, FunctionName, Qualifier, TenantId, validate_alias_name};
