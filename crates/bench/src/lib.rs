@@ -199,7 +199,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     detail(&format!("serving at {} after {} ms", server.addr, started.elapsed().as_millis()));
     // Ctrl-C ends a measurement, not the bench: its servers are still stopped (and waited for).
     let measured = tokio::select! {
-        m = measure(&plan, &server, &probe, &zip) => m,
+        m = measure(&plan, &server, &zip) => m,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     let stopping = Instant::now();
@@ -213,6 +213,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     m.hardening = compared?;
+    // Cold starts per runtime, on a fresh server of their own (no hundreds of idle environments).
+    let per_runtime = tokio::select! {
+        r = runtimes_on_fresh_server(&plan, &quarters, &probe, &zip, &mut m.invoke_errors) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    m.runtimes = per_runtime?;
 
     let rows = rows(&m, &plan);
     let out = args.out.clone().unwrap_or_else(|| default_out_path(unix_now()));
@@ -302,7 +308,7 @@ impl Book {
     }
 }
 
-async fn measure(plan: &Plan, server: &ServerProcess, probe: &Path, zip: &[u8]) -> Result<Measured> {
+async fn measure(plan: &Plan, server: &ServerProcess, zip: &[u8]) -> Result<Measured> {
     step(
         2,
         &format!(
@@ -461,17 +467,6 @@ async fn measure(plan: &Plan, server: &ServerProcess, probe: &Path, zip: &[u8]) 
         }
     };
 
-    step(
-        8,
-        &format!(
-            "cold starts per runtime: {} new tenants each, in turn with a bare start of the same program...",
-            plan.runtime_cold
-        ),
-    );
-    let mut rt_calls = Tally::default();
-    let runtimes = runtimes::measure(server, probe, zip, plan.runtime_cold, &mut rt_calls, detail).await?;
-    invoke_errors.keep(rt_calls);
-
     Ok(Measured {
         warm_invoke,
         warm_echo,
@@ -482,17 +477,39 @@ async fn measure(plan: &Plan, server: &ServerProcess, probe: &Path, zip: &[u8]) 
         creation,
         memory,
         hardening: Hardening::default(),
-        runtimes,
+        runtimes: Vec::new(),
         invoke_errors,
         echo_errors,
     })
+}
+
+async fn runtimes_on_fresh_server(
+    plan: &Plan,
+    quarters: &Path,
+    probe: &Path,
+    zip: &[u8],
+    book: &mut Book,
+) -> Result<Vec<runtimes::RuntimeCold>> {
+    step(
+        9,
+        &format!(
+            "cold starts per runtime on a new server: {} new tenants each, in turn with a bare start of the same program...",
+            plan.runtime_cold
+        ),
+    );
+    let server = ServerProcess::start(quarters, true).await?;
+    let mut calls = Tally::default();
+    let measured = runtimes::measure(&server, probe, zip, plan.runtime_cold, &mut calls, detail).await;
+    server.stop().await;
+    book.keep(calls);
+    measured
 }
 
 /// Cold starts with and without the hardening: two fresh servers, one started with
 /// `--no-hardening`, the same function deployed on both, new tenants on both in turn.
 async fn compare_hardening(plan: &Plan, quarters: &Path, zip: &[u8], book: &mut Book) -> Result<Hardening> {
     step(
-        9,
+        8,
         &format!(
             "hardening: two new servers, one with --no-hardening; {} cold starts on each, interleaved in chunks of {}...",
             plan.hardening_cold,
