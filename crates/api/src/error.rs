@@ -17,12 +17,14 @@ pub struct ApiError {
     pub capital: bool,
     pub reason: Option<&'static str>,
     pub retry_after: Option<u32>,
+    /// The awsJson1.1 protocol's error (CloudWatch Logs): `__type` in the body too.
+    pub json11: bool,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         let capital = matches!(code, "ResourceNotFoundException" | "ServiceException");
-        Self { status, code, message: message.into(), capital, reason: None, retry_after: None }
+        Self { status, code, message: message.into(), capital, reason: None, retry_after: None, json11: false }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -39,6 +41,16 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+    }
+
+    /// An error of an awsJson1.1 service (CloudWatch Logs): 400 unless it is the server's.
+    pub fn json11(code: &'static str, message: impl Into<String>) -> Self {
+        let status = if code == "ServiceUnavailableException" {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Self { json11: true, capital: false, ..Self::new(status, code, message) }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -110,6 +122,9 @@ impl From<InvokeError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = serde_json::Map::new();
+        if self.json11 {
+            body.insert("__type".into(), self.code.into());
+        }
         body.insert("Type".into(), if self.status.is_server_error() { "Service" } else { "User" }.into());
         body.insert(if self.capital { "Message" } else { "message" }.into(), self.message.into());
         if let Some(r) = self.reason {

@@ -44,6 +44,12 @@ pub async fn create_function(State(app): State<Arc<App>>, body: Bytes) -> ApiRes
     let a = app.clone();
     let entry = blocking(move || a.control.create(new)).await?;
     tracing::info!(function = %entry.latest.config.name, "function created");
+    // Its log group exists from now on, as on Lambda with CloudWatch.
+    let (logs, group) = (app.logs.clone(), entry.latest.config.logging.log_group.clone());
+    if let Err(e) = tokio::task::spawn_blocking(move || logs.ensure_group(&group, quarters_types::time::now_ms())).await
+    {
+        tracing::warn!(error = %e, "could not register the log group");
+    }
     ok(StatusCode::CREATED, wire::function_configuration(&app.control.arns, &entry.latest, View::Created))
 }
 

@@ -2,6 +2,7 @@
 //! one listener. Protocol types live here and nowhere else; errors of every layer become
 //! AWS-shaped responses in [`error`].
 
+mod cwlogs;
 mod error;
 pub mod events;
 mod lambda;
@@ -61,6 +62,23 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
+/// `POST /`: the awsJson1.1 services, by `X-Amz-Target` (CloudWatch Logs).
+async fn root(
+    state: axum::extract::State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    if cwlogs::is_logs(&headers) {
+        return cwlogs::dispatch(state, headers, body).await;
+    }
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("(none)").to_string();
+    Err(ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "UnknownOperationException",
+        format!("No service of this endpoint handles X-Amz-Target {target}"),
+    ))
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         axum::http::StatusCode::NOT_FOUND,
@@ -92,6 +110,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(events::get_config).put(events::put_config).post(events::update_config).delete(events::delete_config),
         )
         .route("/2019-09-25/functions/{name}/event-invoke-config/list", get(events::list_configs))
+        .route("/", post(root))
         .route("/2018-10-31/layers", get(layers::list))
         .route("/2018-10-31/layers/{name}/versions", post(layers::publish).get(layers::list_versions))
         .route("/2018-10-31/layers/{name}/versions/{version}", get(layers::get).delete(layers::delete))

@@ -146,6 +146,21 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
     let arns = Arns { region: cfg.region.clone(), account: cfg.account_id.clone() };
     let control = Arc::new(ControlPlane::open(&data_dir, arns.clone(), cfg.account_concurrency)?);
     let logs = Arc::new(LogStore::open(&data_dir.join("logs.db"))?);
+    // Log groups' retention (PutRetentionPolicy), applied once a minute.
+    let weak = Arc::downgrade(&logs);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(store) = weak.upgrade() else { return };
+            let now = quarters_types::time::now_ms();
+            match tokio::task::spawn_blocking(move || store.enforce_retention(now)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(deleted = n, "log events past their group's retention deleted"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "log retention"),
+                _ => {}
+            }
+        }
+    });
     let mut sandbox = BwrapSandbox::new(BwrapConfig {
         bwrap: BwrapConfig::find_bwrap()?,
         init_exe: std::env::current_exe().context("finding this binary")?,

@@ -4,6 +4,8 @@
 //! Writing a log record never blocks an invocation: records go into a bounded queue drained by
 //! one writer thread in batches; when the queue is full the record is dropped and counted.
 
+pub mod filter;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,7 +58,10 @@ impl LogStore {
                log_stream TEXT NOT NULL, function TEXT NOT NULL, version TEXT NOT NULL,
                tenant TEXT, request_id TEXT, message TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS logs_stream ON logs (log_group, log_stream, ts);
-             CREATE INDEX IF NOT EXISTS logs_tenant ON logs (log_group, tenant, ts);",
+             CREATE INDEX IF NOT EXISTS logs_tenant ON logs (log_group, tenant, ts);
+             CREATE INDEX IF NOT EXISTS logs_group_id ON logs (log_group, id);
+             CREATE TABLE IF NOT EXISTS log_groups (
+               name TEXT PRIMARY KEY, created INTEGER NOT NULL, retention_days INTEGER);",
         )?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let written = Arc::new(AtomicU64::new(0));
@@ -119,6 +124,233 @@ pub struct StoredRecord {
     pub tenant: Option<String>,
     pub request_id: Option<String>,
     pub message: String,
+}
+
+/// A log group as DescribeLogGroups shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupInfo {
+    pub name: String,
+    pub created_ms: u64,
+    pub stored_bytes: u64,
+    pub retention_days: Option<u32>,
+}
+
+/// A log stream as DescribeLogStreams shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamInfo {
+    pub name: String,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub stored_bytes: u64,
+}
+
+/// One stored event, with the row id that paging tokens are made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: i64,
+    pub ts_ms: u64,
+    pub log_stream: String,
+    pub message: String,
+}
+
+/// Which events of a group a query wants.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub streams: Vec<String>,
+    pub stream_prefix: Option<String>,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+}
+
+/// A page of one stream's events: after or before a row id, oldest or newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamPage {
+    pub after: Option<i64>,
+    pub before: Option<i64>,
+    /// From the oldest (else the newest, still returned oldest first).
+    pub forward: bool,
+    pub limit: usize,
+}
+
+/// Rows a FilterLogEvents call scans at most before it hands back a token.
+const FILTER_SCAN: usize = 200_000;
+
+fn like_prefix(p: &str) -> String {
+    let mut out = String::with_capacity(p.len() + 1);
+    for c in p.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+impl LogStore {
+    fn reader(&self) -> Result<Connection, TelemetryError> {
+        let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    /// Make a log group known (a function's, at creation), so it is listed before it has logs.
+    pub fn ensure_group(&self, name: &str, created_ms: u64) -> Result<(), TelemetryError> {
+        self.reader()?.execute(
+            "INSERT OR IGNORE INTO log_groups (name, created) VALUES (?1, ?2)",
+            params![name, created_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Log groups, by name, optionally by name prefix.
+    pub fn groups(&self, prefix: Option<&str>) -> Result<Vec<GroupInfo>, TelemetryError> {
+        let conn = self.reader()?;
+        let pattern = like_prefix(prefix.unwrap_or(""));
+        let mut stmt = conn.prepare(
+            "SELECT g.name, g.created, g.retention_days,
+                    (SELECT COALESCE(SUM(length(message)), 0) FROM logs WHERE log_group = g.name)
+             FROM (SELECT name, created, retention_days FROM log_groups
+                   UNION SELECT DISTINCT log_group, 0, NULL FROM logs WHERE log_group NOT IN (SELECT name FROM log_groups)) g
+             WHERE g.name LIKE ?1 ESCAPE '\\' ORDER BY g.name",
+        )?;
+        let rows = stmt.query_map(params![pattern], |r| {
+            Ok(GroupInfo {
+                name: r.get(0)?,
+                created_ms: r.get::<_, i64>(1)? as u64,
+                retention_days: r.get::<_, Option<i64>>(2)?.map(|d| d as u32),
+                stored_bytes: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Keep a group's events for `days` only (`None`: forever).
+    pub fn set_retention(&self, group: &str, days: Option<u32>) -> Result<(), TelemetryError> {
+        self.reader()?.execute(
+            "INSERT INTO log_groups (name, created, retention_days) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET retention_days = excluded.retention_days",
+            params![group, quarters_types::time::now_ms() as i64, days.map(i64::from)],
+        )?;
+        Ok(())
+    }
+
+    /// Delete events older than their group's retention. Returns how many went.
+    pub fn enforce_retention(&self, now_ms: u64) -> Result<usize, TelemetryError> {
+        let conn = self.reader()?;
+        let n = conn.execute(
+            "DELETE FROM logs WHERE id IN (
+               SELECT l.id FROM logs l JOIN log_groups g ON g.name = l.log_group
+               WHERE g.retention_days IS NOT NULL AND l.ts < ?1 - g.retention_days * 86400000)",
+            params![now_ms as i64],
+        )?;
+        Ok(n)
+    }
+
+    /// The streams of a group (with at least one stored event).
+    pub fn streams(&self, group: &str, prefix: Option<&str>) -> Result<Vec<StreamInfo>, TelemetryError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT log_stream, MIN(ts), MAX(ts), SUM(length(message)) FROM logs
+             WHERE log_group = ?1 AND log_stream LIKE ?2 ESCAPE '\\' GROUP BY log_stream ORDER BY log_stream",
+        )?;
+        let rows = stmt.query_map(params![group, like_prefix(prefix.unwrap_or(""))], |r| {
+            Ok(StreamInfo {
+                name: r.get(0)?,
+                first_ms: r.get::<_, i64>(1)? as u64,
+                last_ms: r.get::<_, i64>(2)? as u64,
+                stored_bytes: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Events of one stream in order, after or before a row id; `forward` from the oldest.
+    pub fn stream_events(
+        &self,
+        group: &str,
+        stream: &str,
+        q: &EventQuery,
+        page: StreamPage,
+    ) -> Result<Vec<Event>, TelemetryError> {
+        let StreamPage { after, before, forward, limit } = page;
+        let conn = self.reader()?;
+        let order = if forward { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT id, ts, log_stream, message FROM logs
+             WHERE log_group = ?1 AND log_stream = ?2 AND ts >= ?3 AND ts <= ?4 AND id > ?5 AND id < ?6
+             ORDER BY id {order} LIMIT ?7"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(
+            params![
+                group,
+                stream,
+                q.start_ms.unwrap_or(0) as i64,
+                q.end_ms.map(|e| e as i64).unwrap_or(i64::MAX),
+                after.unwrap_or(0),
+                before.unwrap_or(i64::MAX),
+                limit as i64
+            ],
+            event_of,
+        )?;
+        let mut out: Vec<Event> = rows.collect::<Result<_, _>>()?;
+        if !forward {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    /// Events of a group that match `pattern`, oldest first, after row id `after`. Returns the
+    /// events and, when there may be more, the id to go on after.
+    pub fn filter(
+        &self,
+        group: &str,
+        q: &EventQuery,
+        pattern: &filter::FilterPattern,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<Event>, Option<i64>), TelemetryError> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, ts, log_stream, message FROM logs
+             WHERE log_group = ?1 AND ts >= ?2 AND ts <= ?3 AND id > ?4 AND log_stream LIKE ?5 ESCAPE '\\'
+             ORDER BY id ASC LIMIT ?6",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                group,
+                q.start_ms.unwrap_or(0) as i64,
+                q.end_ms.map(|e| e as i64).unwrap_or(i64::MAX),
+                after.unwrap_or(0),
+                like_prefix(q.stream_prefix.as_deref().unwrap_or("")),
+                FILTER_SCAN as i64
+            ],
+            event_of,
+        )?;
+        let mut out = Vec::new();
+        let mut last = None;
+        let mut scanned = 0;
+        for row in rows {
+            let e = row?;
+            scanned += 1;
+            last = Some(e.id);
+            if !q.streams.is_empty() && !q.streams.contains(&e.log_stream) {
+                continue;
+            }
+            if pattern.matches(&e.message) {
+                out.push(e);
+                if out.len() >= limit {
+                    return Ok((out, last));
+                }
+            }
+        }
+        Ok((out, if scanned >= FILTER_SCAN { last } else { None }))
+    }
+}
+
+fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event { id: r.get(0)?, ts_ms: r.get::<_, i64>(1)? as u64, log_stream: r.get(2)?, message: r.get(3)? })
 }
 
 fn writer(mut conn: Connection, mut rx: mpsc::Receiver<LogRecord>, written: &AtomicU64) {
@@ -215,6 +447,16 @@ mod tests {
         let blue = store.read("/aws/lambda/f", Some("blue"), 10).expect("read");
         assert_eq!(blue.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), ["line 0", "line 2"]);
         assert_eq!(store.read("/aws/lambda/f", None, 10).expect("read").len(), 3);
+        // Queries: groups, streams, filter by a term, retention by age.
+        assert_eq!(store.groups(Some("/aws/lambda/")).expect("groups")[0].name, "/aws/lambda/f");
+        assert_eq!(store.streams("/aws/lambda/f", None).expect("streams")[0].last_ms, 2);
+        let p = filter::FilterPattern::parse("\"line 1\"").expect("pattern");
+        let (hits, next) = store.filter("/aws/lambda/f", &EventQuery::default(), &p, None, 10).expect("filter");
+        assert_eq!((hits.len(), next), (1, None));
+        store.set_retention("/aws/lambda/f", Some(1)).expect("retention");
+        // Timestamps 0..2 ms after the epoch are far older than a day.
+        assert_eq!(store.enforce_retention(quarters_types::time::now_ms()).expect("enforce"), 3);
+        assert!(store.read("/aws/lambda/f", None, 10).expect("read").is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

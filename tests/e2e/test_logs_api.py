@@ -1,0 +1,146 @@
+"""The CloudWatch Logs-compatible API on the Lambda endpoint, through the real `aws logs` CLI and
+boto3: log groups and streams, events, filter patterns (terms and JSON, by tenant), retention."""
+
+import json
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from conftest import CREDS
+from test_runtimes import invoke, make
+
+APP = '''
+import logging
+logging.getLogger().setLevel(logging.INFO)
+def handler(event, context):
+    logging.info("order placed by %s", context.tenant_id)
+    print("plain line from", context.tenant_id)
+    return context.tenant_id
+'''
+
+
+def logs_client(server):
+    return boto3.client("logs", endpoint_url=server.endpoint, region_name="us-east-1",
+                        aws_access_key_id=CREDS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=CREDS["AWS_SECRET_ACCESS_KEY"],
+                        config=Config(retries={"max_attempts": 0}))
+
+
+def wait_for(fn, timeout=10):
+    deadline = time.time() + timeout
+    while True:
+        out = fn()
+        if out or time.time() > deadline:
+            return out
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def tenant_fn(server):
+    lam = server.client()
+    text = make(lam, "python3.12", "lambda_function.handler", {"lambda_function.py": APP})
+    js = make(lam, "python3.12", "lambda_function.handler", {"lambda_function.py": APP},
+              LoggingConfig={"LogFormat": "JSON"})
+    for name in (text, js):
+        for tenant in ("BlueTenant", "GreenTenant", "BlueTenant"):
+            invoke(lam, name, tenant=tenant)
+    return {"text": text, "json": js}
+
+
+def test_groups_and_streams(server, tenant_fn):
+    logs = logs_client(server)
+    group = f"/aws/lambda/{tenant_fn['text']}"
+    groups = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    assert [g["logGroupName"] for g in groups] == [group]
+    assert groups[0]["arn"].endswith(f":log-group:{group}:*")
+    streams = wait_for(lambda: logs.describe_log_streams(logGroupName=group)["logStreams"])
+    # One stream per environment: two tenants, two environments.
+    assert len(streams) == 2
+    assert all("[$LATEST]" in s["logStreamName"] for s in streams)
+    newest = logs.describe_log_streams(logGroupName=group, orderBy="LastEventTime", descending=True, limit=1)
+    assert len(newest["logStreams"]) == 1 and "nextToken" in newest
+    with pytest.raises(ClientError) as e:
+        logs.describe_log_streams(logGroupName="/aws/lambda/no-such-function")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_get_log_events_of_one_stream(server, tenant_fn):
+    logs = logs_client(server)
+    group = f"/aws/lambda/{tenant_fn['text']}"
+    streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
+    by_tenant = {}
+    for s in streams:
+        events = logs.get_log_events(logGroupName=group, logStreamName=s["logStreamName"], startFromHead=True)["events"]
+        text = "\n".join(e["message"] for e in events)
+        assert "INIT_START" in text and "START RequestId" in text and "REPORT RequestId" in text
+        tenant = "BlueTenant" if "plain line from BlueTenant" in text else "GreenTenant"
+        # A stream belongs to one tenant: the other never appears in it.
+        other = "GreenTenant" if tenant == "BlueTenant" else "BlueTenant"
+        assert other not in text
+        by_tenant[tenant] = events
+    assert sum("order placed" in e["message"] for e in by_tenant["BlueTenant"]) == 2
+    # Paging forward from the head, two at a time, yields the same events in order.
+    s = streams[0]["logStreamName"]
+    all_events = logs.get_log_events(logGroupName=group, logStreamName=s, startFromHead=True)["events"]
+    paged, token = [], None
+    for _ in range(50):
+        kw = {"nextToken": token} if token else {"startFromHead": True}
+        page = logs.get_log_events(logGroupName=group, logStreamName=s, limit=2, **kw)
+        if not page["events"]:
+            break
+        paged += page["events"]
+        token = page["nextForwardToken"]
+    assert [e["message"] for e in paged] == [e["message"] for e in all_events]
+
+
+def test_filter_by_tenant_json_pattern(server, tenant_fn):
+    logs = logs_client(server)
+    group = f"/aws/lambda/{tenant_fn['json']}"
+    blue = wait_for(lambda: logs.filter_log_events(
+        logGroupName=group, filterPattern='{ $.tenantId = "BlueTenant" }')["events"])
+    assert blue
+    for e in blue:
+        rec = json.loads(e["message"])
+        assert rec["tenantId"] == "BlueTenant"
+    assert sum(json.loads(e["message"]).get("message") == "order placed by BlueTenant" for e in blue) == 2
+    green = logs.filter_log_events(logGroupName=group, filterPattern='{ $.tenantId = "GreenTenant" }')["events"]
+    assert green and all(json.loads(e["message"])["tenantId"] == "GreenTenant" for e in green)
+    # Platform records carry it under record.tenantId.
+    platform = logs.filter_log_events(logGroupName=group,
+                                      filterPattern='{ $.record.tenantId = "BlueTenant" && $.type = "platform.start" }')
+    assert len(platform["events"]) == 2
+    with pytest.raises(ClientError) as e:
+        logs.filter_log_events(logGroupName=group, filterPattern="{ $.tenantId = }")
+    assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+
+
+def test_filter_terms_through_the_aws_cli(server, tenant_fn):
+    group = f"/aws/lambda/{tenant_fn['text']}"
+    out = json.loads(server.cli("logs", "filter-log-events", "--log-group-name", group,
+                                "--filter-pattern", '"plain line" GreenTenant').stdout)
+    assert len(out["events"]) == 1 and "GreenTenant" in out["events"][0]["message"]
+    out = json.loads(server.cli("logs", "filter-log-events", "--log-group-name", group,
+                                "--filter-pattern", "?REPORT ?INIT_START").stdout)
+    messages = [e["message"] for e in out["events"]]
+    assert sum(m.startswith("REPORT") for m in messages) == 3
+    assert sum(m.startswith("INIT_START") for m in messages) == 2
+    groups = json.loads(server.cli("logs", "describe-log-groups", "--log-group-name-prefix", group).stdout)
+    assert groups["logGroups"][0]["logGroupName"] == group
+
+
+def test_retention_policy(server, tenant_fn):
+    logs = logs_client(server)
+    group = f"/aws/lambda/{tenant_fn['text']}"
+    logs.put_retention_policy(logGroupName=group, retentionInDays=7)
+    g = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
+    assert g["retentionInDays"] == 7
+    with pytest.raises(ClientError) as e:
+        logs.put_retention_policy(logGroupName=group, retentionInDays=8)
+    assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+    logs.delete_retention_policy(logGroupName=group)
+    assert "retentionInDays" not in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
+    # Recent events stay.
+    assert logs.filter_log_events(logGroupName=group, filterPattern="REPORT")["events"]
