@@ -26,6 +26,7 @@ use crate::{App, blocking};
 pub struct ManagerInvoker {
     pub control: Arc<ControlPlane>,
     pub manager: Manager,
+    pub metrics: Arc<quarters_telemetry::metrics::Metrics>,
 }
 
 impl Invoker for ManagerInvoker {
@@ -62,7 +63,7 @@ impl Invoker for ManagerInvoker {
                 tail: false,
                 request_id: ev.request_id.clone(),
             };
-            match self.manager.invoke(req).await {
+            match crate::invoke_counted(&self.metrics, &self.manager, req).await {
                 Ok(r) if r.function_error => {
                     InvokeOutcome::FunctionError { body: r.body, executed_version: r.executed_version.to_string() }
                 }

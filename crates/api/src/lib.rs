@@ -34,6 +34,8 @@ pub struct App {
     pub events: quarters_events::EventQueue,
     /// Container images of `PackageType: Image` functions.
     pub images: Arc<quarters_image::ImageStore>,
+    /// Invocation metrics by function and tenant (`GET /metrics`).
+    pub metrics: Arc<quarters_telemetry::metrics::Metrics>,
     /// How clients reach this server, for URLs in responses.
     pub base_url: String,
 }
@@ -60,6 +62,52 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         resp.headers_mut().entry("x-amzn-requestid").or_insert(v);
     }
     resp
+}
+
+/// Prometheus exposition: invocations by function and tenant, and environment gauges.
+async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
+    let mut envs: std::collections::HashMap<String, quarters_telemetry::metrics::EnvCounts> =
+        std::collections::HashMap::new();
+    for e in app.manager.environments(None) {
+        if e.state == quarters_invoke::EnvState::Dead {
+            continue;
+        }
+        let c = envs.entry(e.function.clone()).or_default();
+        c.live += 1;
+        c.busy += u64::from(e.state == quarters_invoke::EnvState::Busy);
+    }
+    let text = app.metrics.render(&envs);
+    let mut resp = axum::response::IntoResponse::into_response(text);
+    resp.headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp
+}
+
+/// Invoke, and count how it went for the metrics (every invocation goes through here).
+pub(crate) async fn invoke_counted(
+    app_metrics: &quarters_telemetry::metrics::Metrics,
+    manager: &Manager,
+    req: quarters_invoke::InvokeRequest,
+) -> Result<quarters_invoke::InvokeResponse, quarters_invoke::InvokeError> {
+    let function = req.target.config.name.clone();
+    let tenant = req.tenant.clone();
+    let tenant = tenant.as_ref().map(|t| t.as_str());
+    let out = manager.invoke(req).await;
+    match &out {
+        Ok(r) => app_metrics.invoked(
+            &function,
+            tenant,
+            quarters_telemetry::metrics::Outcome {
+                error: r.function_error,
+                cold_start: r.cold_start,
+                duration: r.duration,
+                init: r.init,
+            },
+        ),
+        Err(quarters_invoke::InvokeError::TooManyRequests { .. }) => app_metrics.throttled(&function, tenant),
+        Err(_) => {}
+    }
+    out
 }
 
 /// `POST /`: the awsJson1.1 services, by `X-Amz-Target` (CloudWatch Logs).
@@ -111,6 +159,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/2019-09-25/functions/{name}/event-invoke-config/list", get(events::list_configs))
         .route("/", post(root))
+        .route("/metrics", get(metrics))
         .route("/2018-10-31/layers", get(layers::list))
         .route("/2018-10-31/layers/{name}/versions", post(layers::publish).get(layers::list_versions))
         .route("/2018-10-31/layers/{name}/versions/{version}", get(layers::get).delete(layers::delete))

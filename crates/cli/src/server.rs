@@ -52,6 +52,10 @@ pub struct ServerConfig {
     /// twice as long), as Lambda's one minute.
     #[arg(long, env = "QUARTERS_ASYNC_RETRY_DELAY", default_value_t = 60.0)]
     pub async_retry_delay: f64,
+    /// Per function, the most active tenants that keep their own metric series at /metrics;
+    /// the others are folded into `tenant="__other__"`.
+    #[arg(long, env = "QUARTERS_METRICS_TOP_TENANTS", default_value_t = 100)]
+    pub metrics_top_tenants: usize,
     /// Credentials for container registries, `HOST[:PORT]=USER:PASSWORD`, comma-separated
     /// (anonymous pulls need none).
     #[arg(long, env = "QUARTERS_REGISTRY_AUTH", value_parser = parse_registry_auth, default_value = "")]
@@ -205,13 +209,17 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
             ..Default::default()
         },
     )?;
-    events
-        .start(Arc::new(quarters_api::events::ManagerInvoker { control: control.clone(), manager: manager.clone() }))?;
+    let metrics = Arc::new(quarters_telemetry::metrics::Metrics::new(cfg.metrics_top_tenants));
+    events.start(Arc::new(quarters_api::events::ManagerInvoker {
+        control: control.clone(),
+        manager: manager.clone(),
+        metrics: metrics.clone(),
+    }))?;
     let images = Arc::new(
         quarters_image::ImageStore::open(data_dir.join("images"), cfg.registry_auth.0.clone())
             .context("opening the image store")?,
     );
-    let app = Arc::new(App { control, manager, logs, events, images, base_url: format!("http://{addr}") });
+    let app = Arc::new(App { control, manager, logs, events, images, metrics, base_url: format!("http://{addr}") });
     quarters_api::restore_pools(&app);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(quarters_api::serve(app, listener, async move {

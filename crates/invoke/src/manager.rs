@@ -89,6 +89,10 @@ pub struct InvokeResponse {
     pub log_tail: Option<Vec<u8>>,
     pub cold_start: bool,
     pub env_id: EnvId,
+    /// The invoke phase (REPORT's Duration).
+    pub duration: Duration,
+    /// The init this caller waited for, if it did.
+    pub init: Option<Duration>,
 }
 
 /// Failures of the platform, as opposed to failures of the function.
@@ -248,6 +252,8 @@ impl Manager {
                     log_tail: None,
                     cold_start: true,
                     env_id: EnvId::from_random(0),
+                    duration: Duration::ZERO,
+                    init: None,
                 });
             }
             other => other?,
@@ -624,6 +630,8 @@ impl Manager {
             log_tail,
             cold_start: cold,
             env_id: env.info.id,
+            duration,
+            init: init_duration,
         };
         (response, finish, undelivered)
     }

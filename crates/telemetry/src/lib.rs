@@ -5,6 +5,7 @@
 //! one writer thread in batches; when the queue is full the record is dropped and counted.
 
 pub mod filter;
+pub mod metrics;
 
 use std::path::Path;
 use std::sync::Arc;
