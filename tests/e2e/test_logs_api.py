@@ -144,3 +144,56 @@ def test_retention_policy(server, tenant_fn):
     assert "retentionInDays" not in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
     # Recent events stay.
     assert logs.filter_log_events(logGroupName=group, filterPattern="REPORT")["events"]
+
+
+def run_query(server, group, query, timeout=20):
+    now = int(time.time())
+    started = json.loads(server.cli("logs", "start-query", "--log-group-name", group,
+                                    "--start-time", str(now - 3600), "--end-time", str(now + 60),
+                                    "--query-string", query).stdout)
+    deadline = time.time() + timeout
+    while True:
+        out = json.loads(server.cli("logs", "get-query-results", "--query-id", started["queryId"]).stdout)
+        if out["status"] in ("Complete", "Failed", "Cancelled") or time.time() > deadline:
+            return out
+        time.sleep(0.1)
+
+
+def rows_of(out):
+    return [{c["field"]: c["value"] for c in row} for row in out["results"]]
+
+
+def test_insights_tenant_queries_of_the_reference(server, tenant_fn):
+    """The two tenant queries of the reference (§5.4), through `aws logs start-query`."""
+    group = f"/aws/lambda/{tenant_fn['json']}"
+    wait_for(lambda: logs_client(server).filter_log_events(logGroupName=group, filterPattern="REPORT")["events"]
+             or logs_client(server).filter_log_events(logGroupName=group, filterPattern="platform.report")["events"])
+    out = run_query(server, group, "fields @logStream, @message\n"
+                    "| filter tenantId=='BlueTenant' or record.tenantId=='BlueTenant'\n"
+                    "| stats count() as logCount by @logStream\n| sort @timestamp desc")
+    assert out["status"] == "Complete", out
+    rows = rows_of(out)
+    # BlueTenant's two invocations ran in one environment: one stream.
+    assert len(rows) == 1 and int(rows[0]["logCount"]) >= 6
+    streams = logs_client(server).describe_log_streams(logGroupName=group)["logStreams"]
+    assert rows[0]["@logStream"] in {s["logStreamName"] for s in streams}
+    out = run_query(server, group, "fields @message\n"
+                    "| filter tenantId=='BlueTenant' or record.tenantId=='BlueTenant'\n| limit 1000")
+    rows = rows_of(out)
+    assert rows and out["statistics"]["recordsMatched"] == len(rows)
+    for r in rows:
+        rec = json.loads(r["@message"])
+        assert rec.get("tenantId", rec.get("record", {}).get("tenantId")) == "BlueTenant"
+    green = rows_of(run_query(server, group, "filter tenantId=='GreenTenant' | fields @message"))
+    assert green and all("BlueTenant" not in r["@message"] for r in green)
+
+
+def test_insights_stats_and_errors(server, tenant_fn):
+    group = f"/aws/lambda/{tenant_fn['text']}"
+    out = run_query(server, group, 'filter @message like /^REPORT/ '
+                    '| parse @message "Duration: * ms" as d | stats count() as n, max(d) as slowest')
+    rows = rows_of(out)
+    assert int(rows[0]["n"]) == 3 and float(rows[0]["slowest"]) > 0
+    p = server.cli("logs", "start-query", "--log-group-name", group, "--start-time", "0", "--end-time", "1",
+                   "--query-string", "filter (", check=False)
+    assert p.returncode != 0 and "MalformedQueryException" in p.stderr

@@ -1,7 +1,8 @@
 //! A CloudWatch Logs-compatible API (awsJson1.1, `X-Amz-Target: Logs_20140328.<Operation>`)
 //! over the log store, on the same endpoint as the Lambda API, so `aws logs ... --endpoint-url`
 //! works: DescribeLogGroups, DescribeLogStreams, GetLogEvents, FilterLogEvents (plain terms and
-//! JSON patterns), PutRetentionPolicy, DeleteRetentionPolicy.
+//! JSON patterns), PutRetentionPolicy, DeleteRetentionPolicy, and Logs Insights queries
+//! (StartQuery, GetQueryResults, StopQuery) in the subset of `quarters_telemetry::insights`.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use quarters_telemetry::filter::FilterPattern;
+use quarters_telemetry::insights::Query;
 use quarters_telemetry::{EventQuery, LogStore, StreamPage};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -65,6 +67,82 @@ struct Input {
     order_by: Option<String>,
     descending: Option<bool>,
     retention_in_days: Option<i64>,
+    log_group_identifiers: Option<Vec<String>>,
+    log_group_names: Option<Vec<String>>,
+    query_string: Option<String>,
+    query_id: Option<String>,
+}
+
+/// Rows an Insights query reads at most.
+const QUERY_SCAN: usize = 500_000;
+/// Finished queries kept for GetQueryResults.
+const QUERIES_KEPT: usize = 1_000;
+
+/// A finished query.
+#[derive(Debug, Clone)]
+pub struct QueryDone {
+    rows: Vec<quarters_telemetry::insights::ResultRow>,
+    matched: usize,
+    scanned: usize,
+    bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum QueryState {
+    Running,
+    Complete(Arc<QueryDone>),
+    Failed(String),
+    Cancelled,
+}
+
+/// Logs Insights queries by id: running, and the last finished ones.
+#[derive(Debug, Default)]
+pub struct Queries {
+    by_id: std::sync::Mutex<(std::collections::HashMap<String, QueryState>, std::collections::VecDeque<String>)>,
+}
+
+impl Queries {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (std::collections::HashMap<String, QueryState>, std::collections::VecDeque<String>)>
+    {
+        self.by_id.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start(&self) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut g = self.lock();
+        g.0.insert(id.clone(), QueryState::Running);
+        g.1.push_back(id.clone());
+        while g.1.len() > QUERIES_KEPT {
+            if let Some(old) = g.1.pop_front() {
+                g.0.remove(&old);
+            }
+        }
+        id
+    }
+
+    fn finish(&self, id: &str, r: Result<QueryDone, String>) {
+        let mut g = self.lock();
+        if let Some(s) = g.0.get_mut(id)
+            && matches!(s, QueryState::Running)
+        {
+            *s = match r {
+                Ok(d) => QueryState::Complete(Arc::new(d)),
+                Err(e) => QueryState::Failed(e),
+            };
+        }
+    }
+
+    fn cancel(&self, id: &str) {
+        if let Some(s) = self.lock().0.get_mut(id) {
+            *s = QueryState::Cancelled;
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<QueryState> {
+        self.lock().0.get(id).cloned()
+    }
 }
 
 impl Input {
@@ -326,6 +404,104 @@ pub async fn dispatch(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
             })
             .await?;
             Ok(reply(json!({})))
+        }
+        "StartQuery" => {
+            let mut groups: Vec<String> = input.log_group_names.clone().unwrap_or_default();
+            groups.extend(input.log_group_identifiers.clone().unwrap_or_default().into_iter().map(|id| {
+                match id.split_once(":log-group:") {
+                    Some((_, rest)) => rest.trim_end_matches(":*").to_string(),
+                    None => id,
+                }
+            }));
+            if let Some(g) = &input.log_group_name {
+                groups.push(g.clone());
+            }
+            if groups.is_empty() {
+                return Err(invalid("Log group names or identifiers must be specified."));
+            }
+            let text = input.query_string.clone().ok_or_else(|| {
+                invalid("1 validation error detected: Value null at 'queryString' failed to satisfy constraint: Member must not be null")
+            })?;
+            let (Some(start), Some(end)) = (input.start_time, input.end_time) else {
+                return Err(invalid("startTime and endTime are required."));
+            };
+            if end < start {
+                return Err(invalid("End time should not be before the start time"));
+            }
+            let query = Query::parse(&text).map_err(|e| ApiError::json11("MalformedQueryException", e))?;
+            for g in &groups {
+                if !group_exists(&logs, g).await? {
+                    return Err(ApiError::json11(
+                        "ResourceNotFoundException",
+                        format!("Log group '{g}' does not exist for account ID '{}'", arns.account),
+                    ));
+                }
+            }
+            let limit = input.limit.map(|l| l.clamp(1, 10_000) as usize);
+            let id = app.queries.start();
+            let (book, qid, l) = (app.queries.clone(), id.clone(), logs.clone());
+            tokio::task::spawn_blocking(move || {
+                let tenants = query.tenant_hint();
+                let events = l.query_events(
+                    &groups,
+                    (start.max(0) as u64) * 1000,
+                    (end.max(0) as u64) * 1000 + 999,
+                    tenants.as_deref(),
+                    QUERY_SCAN,
+                );
+                match events {
+                    Ok(events) => {
+                        let scanned = events.len();
+                        let bytes: usize = events.iter().map(|(_, e)| e.message.len()).sum();
+                        let (mut rows, matched) = quarters_telemetry::insights::run(&query, &events);
+                        if let Some(n) = limit {
+                            rows.truncate(n);
+                        }
+                        book.finish(&qid, Ok(QueryDone { rows, matched, scanned, bytes }));
+                    }
+                    Err(e) => book.finish(&qid, Err(e.to_string())),
+                }
+            });
+            Ok(reply(json!({ "queryId": id })))
+        }
+        "GetQueryResults" => {
+            let id = input.query_id.clone().ok_or_else(|| invalid("queryId is required."))?;
+            let state = app
+                .queries
+                .get(&id)
+                .ok_or_else(|| ApiError::json11("ResourceNotFoundException", format!("Query {id} does not exist.")))?;
+            let (status, results, stats) = match state {
+                QueryState::Running => ("Running", Vec::new(), (0, 0, 0)),
+                QueryState::Cancelled => ("Cancelled", Vec::new(), (0, 0, 0)),
+                QueryState::Failed(e) => {
+                    tracing::warn!(query = %id, error = %e, "Insights query failed");
+                    ("Failed", Vec::new(), (0, 0, 0))
+                }
+                QueryState::Complete(d) => {
+                    let rows: Vec<Value> = d
+                        .rows
+                        .iter()
+                        .map(|r| Value::Array(r.iter().map(|(f, v)| json!({ "field": f, "value": v })).collect()))
+                        .collect();
+                    ("Complete", rows, (d.matched, d.scanned, d.bytes))
+                }
+            };
+            Ok(reply(json!({
+                "results": results,
+                "statistics": { "recordsMatched": stats.0 as f64, "recordsScanned": stats.1 as f64, "bytesScanned": stats.2 as f64 },
+                "status": status,
+            })))
+        }
+        "StopQuery" => {
+            let id = input.query_id.clone().ok_or_else(|| invalid("queryId is required."))?;
+            match app.queries.get(&id) {
+                None => Err(ApiError::json11("ResourceNotFoundException", format!("Query {id} does not exist."))),
+                Some(QueryState::Running) => {
+                    app.queries.cancel(&id);
+                    Ok(reply(json!({ "success": true })))
+                }
+                Some(_) => Ok(reply(json!({ "success": false }))),
+            }
         }
         other => Err(ApiError::json11(
             "UnknownOperationException",

@@ -2,7 +2,7 @@
 //! one listener. Protocol types live here and nowhere else; errors of every layer become
 //! AWS-shaped responses in [`error`].
 
-mod cwlogs;
+pub mod cwlogs;
 mod error;
 pub mod events;
 mod lambda;
@@ -36,6 +36,8 @@ pub struct App {
     pub images: Arc<quarters_image::ImageStore>,
     /// Invocation metrics by function and tenant (`GET /metrics`).
     pub metrics: Arc<quarters_telemetry::metrics::Metrics>,
+    /// Logs Insights queries, running and finished.
+    pub queries: Arc<cwlogs::Queries>,
     /// How clients reach this server, for URLs in responses.
     pub base_url: String,
 }

@@ -219,7 +219,16 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         quarters_image::ImageStore::open(data_dir.join("images"), cfg.registry_auth.0.clone())
             .context("opening the image store")?,
     );
-    let app = Arc::new(App { control, manager, logs, events, images, metrics, base_url: format!("http://{addr}") });
+    let app = Arc::new(App {
+        control,
+        manager,
+        logs,
+        events,
+        images,
+        metrics,
+        queries: Default::default(),
+        base_url: format!("http://{addr}"),
+    });
     quarters_api::restore_pools(&app);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(quarters_api::serve(app, listener, async move {

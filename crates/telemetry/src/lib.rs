@@ -5,6 +5,7 @@
 //! one writer thread in batches; when the queue is full the record is dropped and counted.
 
 pub mod filter;
+pub mod insights;
 pub mod metrics;
 
 use std::path::Path;
@@ -347,6 +348,69 @@ impl LogStore {
             }
         }
         Ok((out, if scanned >= FILTER_SCAN { last } else { None }))
+    }
+}
+
+/// `@timestamp` as Logs Insights shows it: `2024-01-01 12:00:00.000`.
+pub(crate) fn fmt_insights_time(ms: u64) -> String {
+    quarters_types::time::rfc3339_ms(ms).replacen('T', " ", 1).trim_end_matches('Z').to_string()
+}
+
+/// The `p`th percentile (nearest rank) of an ascending slice.
+pub(crate) fn percentile_of(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p.clamp(0.0, 100.0) / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+impl LogStore {
+    /// Events of some groups in a time range, oldest first, at most `max`; only those of
+    /// `tenants` (by the tenant index) when given. For Logs Insights queries.
+    pub fn query_events(
+        &self,
+        groups: &[String],
+        start_ms: u64,
+        end_ms: u64,
+        tenants: Option<&[String]>,
+        max: usize,
+    ) -> Result<Vec<(String, Event)>, TelemetryError> {
+        let conn = self.reader()?;
+        let mut out = Vec::new();
+        for g in groups {
+            let mut push = |rows: &mut dyn Iterator<Item = rusqlite::Result<Event>>| -> Result<(), TelemetryError> {
+                for e in rows {
+                    out.push((g.clone(), e?));
+                }
+                Ok(())
+            };
+            match tenants {
+                Some(ts) => {
+                    let mut stmt = conn.prepare(
+                        "SELECT id, ts, log_stream, message FROM logs
+                         WHERE log_group = ?1 AND tenant = ?2 AND ts >= ?3 AND ts <= ?4 ORDER BY ts, id LIMIT ?5",
+                    )?;
+                    let mut seen = std::collections::HashSet::new();
+                    for t in ts.iter().filter(|t| seen.insert(t.as_str())) {
+                        let mut rows =
+                            stmt.query_map(params![g, t, start_ms as i64, end_ms as i64, max as i64], event_of)?;
+                        push(&mut rows)?;
+                    }
+                }
+                None => {
+                    let mut stmt = conn.prepare(
+                        "SELECT id, ts, log_stream, message FROM logs
+                         WHERE log_group = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY id LIMIT ?4",
+                    )?;
+                    let mut rows = stmt.query_map(params![g, start_ms as i64, end_ms as i64, max as i64], event_of)?;
+                    push(&mut rows)?;
+                }
+            }
+        }
+        out.sort_by_key(|(_, e)| (e.ts_ms, e.id));
+        out.truncate(max);
+        Ok(out)
     }
 }
 
