@@ -55,10 +55,10 @@ impl FilterPattern {
         if p.starts_with('{') {
             let inner = p.strip_prefix('{').and_then(|s| s.strip_suffix('}')).ok_or("unbalanced braces")?;
             let tokens = tokenize(inner)?;
-            let mut parser = Parser { tokens, at: 0 };
+            let mut parser = Parser::new(tokens);
             let e = parser.or()?;
-            if parser.at != parser.tokens.len() {
-                return Err(format!("unexpected {:?}", parser.tokens[parser.at]));
+            if let Some(t) = parser.peek() {
+                return Err(format!("unexpected {t:?}"));
             }
             return Ok(Self::Json(e));
         }
@@ -244,22 +244,9 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
-struct Parser {
-    tokens: Vec<Tok>,
-    at: usize,
-}
+type Parser = crate::cursor::Cursor<Tok>;
 
 impl Parser {
-    fn peek(&self) -> Option<&Tok> {
-        self.tokens.get(self.at)
-    }
-
-    fn next(&mut self) -> Option<Tok> {
-        let t = self.tokens.get(self.at).cloned();
-        self.at += 1;
-        t
-    }
-
     fn or(&mut self) -> Result<Expr, String> {
         let mut left = self.and()?;
         while self.peek() == Some(&Tok::Or) {

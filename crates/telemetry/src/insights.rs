@@ -276,22 +276,9 @@ fn split_commands(q: &str) -> Vec<String> {
 
 // ------------------------------------------------------------------ parsing
 
-struct P {
-    t: Vec<Tok>,
-    at: usize,
-}
+type P = crate::cursor::Cursor<Tok>;
 
 impl P {
-    fn peek(&self) -> Option<&Tok> {
-        self.t.get(self.at)
-    }
-
-    fn next(&mut self) -> Option<Tok> {
-        let t = self.t.get(self.at).cloned();
-        self.at += 1;
-        t
-    }
-
     fn keyword(&mut self, k: &str) -> bool {
         if matches!(self.peek(), Some(Tok::Ident(i)) if i.eq_ignore_ascii_case(k)) {
             self.at += 1;
@@ -440,7 +427,7 @@ impl Query {
         let mut commands = Vec::new();
         for part in split_commands(q) {
             let (word, rest) = part.split_once(char::is_whitespace).unwrap_or((part.as_str(), ""));
-            let mut p = P { t: lex(rest)?, at: 0 };
+            let mut p = P::new(lex(rest)?);
             let cmd = match word.to_ascii_lowercase().as_str() {
                 "fields" | "display" => Command::Fields(field_list(&mut p)?),
                 "filter" => Command::Filter(p.or()?),

@@ -4,6 +4,7 @@
 //! Writing a log record never blocks an invocation: records go into a bounded queue drained by
 //! one writer thread in batches; when the queue is full the record is dropped and counted.
 
+mod cursor;
 pub mod filter;
 pub mod insights;
 pub mod metrics;
