@@ -27,6 +27,7 @@ pub struct ManagerInvoker {
     pub control: Arc<ControlPlane>,
     pub manager: Manager,
     pub metrics: Arc<quarters_telemetry::metrics::Metrics>,
+    pub usage: Arc<quarters_telemetry::usage::UsageMeter>,
 }
 
 impl Invoker for ManagerInvoker {
@@ -63,7 +64,7 @@ impl Invoker for ManagerInvoker {
                 tail: false,
                 request_id: ev.request_id.clone(),
             };
-            match crate::invoke_counted(&self.metrics, &self.manager, req).await {
+            match crate::invoke_counted(&self.metrics, &self.usage, &self.manager, req).await {
                 Ok(r) if r.function_error => {
                     InvokeOutcome::FunctionError { body: r.body, executed_version: r.executed_version.to_string() }
                 }

@@ -654,7 +654,7 @@ pub async fn invoke(
         app.events.enqueue(ev).await.map_err(|e| ApiError::internal(format!("cannot queue the event: {e}")))?;
         return Ok(StatusCode::ACCEPTED.into_response());
     }
-    let out = crate::invoke_counted(&app.metrics, &app.manager, req).await?;
+    let out = crate::invoke_counted(&app.metrics, &app.usage, &app.manager, req).await?;
     let mut resp = (StatusCode::OK, out.body).into_response();
     let h = resp.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/json"));

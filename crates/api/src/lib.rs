@@ -38,6 +38,8 @@ pub struct App {
     pub metrics: Arc<quarters_telemetry::metrics::Metrics>,
     /// Logs Insights queries, running and finished.
     pub queries: Arc<cwlogs::Queries>,
+    /// Usage per tenant per hour, for billing.
+    pub usage: Arc<quarters_telemetry::usage::UsageMeter>,
     /// How clients reach this server, for URLs in responses.
     pub base_url: String,
 }
@@ -88,13 +90,30 @@ async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> R
 /// Invoke, and count how it went for the metrics (every invocation goes through here).
 pub(crate) async fn invoke_counted(
     app_metrics: &quarters_telemetry::metrics::Metrics,
+    usage: &quarters_telemetry::usage::UsageMeter,
     manager: &Manager,
     req: quarters_invoke::InvokeRequest,
 ) -> Result<quarters_invoke::InvokeResponse, quarters_invoke::InvokeError> {
     let function = req.target.config.name.clone();
+    let memory_mb = req.target.config.memory_mb;
+    let bytes_in = req.payload.len() as u64;
     let tenant = req.tenant.clone();
     let tenant = tenant.as_ref().map(|t| t.as_str());
     let out = manager.invoke(req).await;
+    if let Ok(r) = &out {
+        usage.record(
+            quarters_types::time::now_ms(),
+            &function,
+            tenant,
+            quarters_telemetry::usage::Use {
+                error: r.function_error,
+                duration_s: r.duration.as_secs_f64(),
+                memory_mb,
+                bytes_in,
+                bytes_out: r.body.len() as u64,
+            },
+        );
+    }
     match &out {
         Ok(r) => app_metrics.invoked(
             &function,

@@ -22,6 +22,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/quarters/v1/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/quarters/v1/environments", get(environments).delete(offboard))
         .route("/quarters/v1/logs", get(logs))
+        .route("/quarters/v1/usage", get(usage))
         .route("/quarters/v1/code/{sha}", get(code))
         .route(
             "/quarters/v1/functions/{name}/tenant-concurrency",
@@ -115,6 +116,60 @@ async fn logs(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
     .await
     .map_err(ApiError::from)?;
     Ok(Json(json!({ "Records": records, "Dropped": app.logs.dropped() })).into_response())
+}
+
+/// Usage per hour (beyond Lambda): `?tenant=T&function=F&from=<epoch ms>&to=<epoch ms>`, every
+/// filter optional. Counted on every invocation and written every few seconds; read after a flush.
+async fn usage(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
+    let tenant = q.get("tenant").map(|t| TenantId::parse(t)).transpose()?;
+    let function = q.get("function").cloned();
+    let ms = |k: &str| -> Result<Option<u64>, ApiError> {
+        q.get(k)
+            .map(|v| v.parse::<u64>().map_err(|_| ApiError::invalid(format!("'{k}' must be epoch milliseconds"))))
+            .transpose()
+    };
+    let (from, to) = (ms("from")?.unwrap_or(0), ms("to")?.unwrap_or(u64::MAX));
+    let (logs, meter) = (app.logs.clone(), app.usage.clone());
+    let rows = blocking(move || {
+        meter
+            .flush(&logs)
+            .and_then(|_| logs.usage(tenant.as_ref().map(|t| t.as_str()), function.as_deref(), from, to))
+            .map_err(|e| quarters_control::ControlError::Internal(e.to_string()))
+    })
+    .await
+    .map_err(ApiError::from)?;
+    let mut total = quarters_telemetry::usage::UsageRow::default();
+    let items: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            total.invocations += r.invocations;
+            total.errors += r.errors;
+            total.gb_seconds += r.gb_seconds;
+            total.bytes_in += r.bytes_in;
+            total.bytes_out += r.bytes_out;
+            json!({
+                "Hour": quarters_types::time::rfc3339_ms(r.hour_ms),
+                "Function": r.function,
+                "Tenant": r.tenant,
+                "Invocations": r.invocations,
+                "Errors": r.errors,
+                "GBSeconds": (r.gb_seconds * 1e6).round() / 1e6,
+                "BytesIn": r.bytes_in,
+                "BytesOut": r.bytes_out,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "Usage": items,
+        "Total": {
+            "Invocations": total.invocations,
+            "Errors": total.errors,
+            "GBSeconds": (total.gb_seconds * 1e6).round() / 1e6,
+            "BytesIn": total.bytes_in,
+            "BytesOut": total.bytes_out,
+        },
+    }))
+    .into_response())
 }
 
 /// Download a stored code package (GetFunction's `Code.Location`).

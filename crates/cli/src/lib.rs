@@ -125,6 +125,15 @@ enum Command {
     /// Measure Quarters against baselines taken in the same run (starts its own server).
     Bench(quarters_bench::BenchArgs),
     /// Print recent log records of a function, optionally of one tenant.
+    /// Usage per hour, for billing: invocations, errors, GB-seconds, bytes in and out.
+    Usage {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        function: Option<String>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     Logs {
         function: String,
         #[arg(long)]
@@ -289,6 +298,39 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
+        }
+        Command::Usage { tenant, function, endpoint } => {
+            let mut q = Vec::new();
+            if let Some(t) = &tenant {
+                q.push(format!("tenant={}", urlencode(t)));
+            }
+            if let Some(f) = &function {
+                q.push(format!("function={}", urlencode(f)));
+            }
+            let path = format!("/quarters/v1/usage?{}", q.join("&"));
+            let v = Client::new(&endpoint.endpoint).ok(reqwest::Method::GET, &path, None).await?;
+            println!(
+                "{:<21} {:<24} {:<20} {:>11} {:>7} {:>12} {:>10} {:>10}",
+                "HOUR", "FUNCTION", "TENANT", "INVOCATIONS", "ERRORS", "GB-SECONDS", "BYTES IN", "BYTES OUT"
+            );
+            let row = |hour: &str, f: &str, t: &str, r: &Value| {
+                println!(
+                    "{:<21} {:<24} {:<20} {:>11} {:>7} {:>12.6} {:>10} {:>10}",
+                    hour,
+                    f,
+                    t,
+                    r["Invocations"].as_u64().unwrap_or(0),
+                    r["Errors"].as_u64().unwrap_or(0),
+                    r["GBSeconds"].as_f64().unwrap_or(0.0),
+                    r["BytesIn"].as_u64().unwrap_or(0),
+                    r["BytesOut"].as_u64().unwrap_or(0)
+                )
+            };
+            for r in v["Usage"].as_array().into_iter().flatten() {
+                let hour = r["Hour"].as_str().unwrap_or("").get(..16).unwrap_or("");
+                row(hour, r["Function"].as_str().unwrap_or(""), r["Tenant"].as_str().unwrap_or("-"), r);
+            }
+            row("total", "", "", &v["Total"]);
         }
         Command::Logs { function, tenant, limit, endpoint } => {
             let mut path = format!("/quarters/v1/logs?function={}&limit={limit}", urlencode(&function));

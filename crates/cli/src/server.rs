@@ -74,6 +74,9 @@ pub struct RunningServer {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     cgroups: CgroupLayout,
     run_dir: PathBuf,
+    /// For the last usage flush at stop.
+    usage: Arc<quarters_telemetry::usage::UsageMeter>,
+    logs: Arc<LogStore>,
 }
 
 impl RunningServer {
@@ -87,6 +90,10 @@ impl RunningServer {
             let _ = s.send(());
         }
         self.task.await.context("server task")?.context("server")?;
+        let (usage, logs) = (self.usage.clone(), self.logs.clone());
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || usage.flush(&logs)).await {
+            tracing::warn!(error = %e, "the last usage flush failed");
+        }
         // Every environment is gone: remove this instance's own parents too.
         self.cgroups.remove_parents();
         let _ = std::fs::remove_dir_all(self.run_dir.join(quarters_invoke::RUNTIMES_DIR));
@@ -210,15 +217,30 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         },
     )?;
     let metrics = Arc::new(quarters_telemetry::metrics::Metrics::new(cfg.metrics_top_tenants));
+    let usage = Arc::new(quarters_telemetry::usage::UsageMeter::default());
     events.start(Arc::new(quarters_api::events::ManagerInvoker {
         control: control.clone(),
         manager: manager.clone(),
         metrics: metrics.clone(),
+        usage: usage.clone(),
     }))?;
+    // Usage is written every few seconds (and read after a flush).
+    let (meter, store) = (Arc::downgrade(&usage), Arc::downgrade(&logs));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let (Some(meter), Some(store)) = (meter.upgrade(), store.upgrade()) else { return };
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || meter.flush(&store)).await {
+                tracing::warn!(error = %e, "usage flush failed; kept for the next one");
+            }
+        }
+    });
     let images = Arc::new(
         quarters_image::ImageStore::open(data_dir.join("images"), cfg.registry_auth.0.clone())
             .context("opening the image store")?,
     );
+    let (usage_at_stop, logs_at_stop) = (usage.clone(), logs.clone());
     let app = Arc::new(App {
         control,
         manager,
@@ -227,6 +249,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         images,
         metrics,
         queries: Default::default(),
+        usage,
         base_url: format!("http://{addr}"),
     });
     quarters_api::restore_pools(&app);
@@ -235,7 +258,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         let _ = stop_rx.await;
     }));
     tracing::info!(%addr, data_dir = %data_dir.display(), "quarters is serving the Lambda API");
-    Ok(RunningServer { addr, stop: Some(stop_tx), task, cgroups, run_dir })
+    Ok(RunningServer { addr, stop: Some(stop_tx), task, cgroups, run_dir, usage: usage_at_stop, logs: logs_at_stop })
 }
 
 /// Registry credentials by host.

@@ -8,6 +8,7 @@ mod cursor;
 pub mod filter;
 pub mod insights;
 pub mod metrics;
+pub mod usage;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -63,6 +64,11 @@ impl LogStore {
              CREATE INDEX IF NOT EXISTS logs_stream ON logs (log_group, log_stream, ts);
              CREATE INDEX IF NOT EXISTS logs_tenant ON logs (log_group, tenant, ts);
              CREATE INDEX IF NOT EXISTS logs_group_id ON logs (log_group, id);
+             CREATE TABLE IF NOT EXISTS usage (
+               hour INTEGER NOT NULL, function TEXT NOT NULL, tenant TEXT NOT NULL,
+               invocations INTEGER NOT NULL, errors INTEGER NOT NULL, gb_seconds REAL NOT NULL,
+               bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL, PRIMARY KEY (hour, function, tenant));
+             CREATE INDEX IF NOT EXISTS usage_tenant ON usage (tenant, hour);
              CREATE TABLE IF NOT EXISTS log_groups (
                name TEXT PRIMARY KEY, created INTEGER NOT NULL, retention_days INTEGER);",
         )?;
@@ -191,7 +197,7 @@ fn like_prefix(p: &str) -> String {
 }
 
 impl LogStore {
-    fn reader(&self) -> Result<Connection, TelemetryError> {
+    pub(crate) fn reader(&self) -> Result<Connection, TelemetryError> {
         let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(conn)
