@@ -197,3 +197,33 @@ def test_insights_stats_and_errors(server, tenant_fn):
     p = server.cli("logs", "start-query", "--log-group-name", group, "--start-time", "0", "--end-time", "1",
                    "--query-string", "filter (", check=False)
     assert p.returncode != 0 and "MalformedQueryException" in p.stderr
+
+
+def test_live_tail_filters_by_tenant(server, tenant_fn):
+    """`quarters logs tail` follows new records of one tenant only, as they are written."""
+    import subprocess
+    from conftest import QUARTERS
+    lam = server.client()
+    name = tenant_fn["text"]
+    proc = subprocess.Popen([str(QUARTERS), "logs", "tail", name, "--tenant", "BlueTenant", "--filter", "plain line"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(__import__("os").environ, QUARTERS_ENDPOINT=server.endpoint))
+    try:
+        time.sleep(1.0)  # subscribed
+        for tenant in ("GreenTenant", "BlueTenant", "GreenTenant", "BlueTenant"):
+            invoke(lam, name, tenant=tenant)
+        time.sleep(1.0)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    lines = [l for l in out.splitlines() if l.strip()]
+    assert len(lines) == 2, out
+    assert all("[BlueTenant]" in l and "plain line from BlueTenant" in l for l in lines)
+
+
+def test_quarters_logs_query_prints_a_table(server, tenant_fn):
+    out = server.quarters("logs", "query", tenant_fn["json"],
+                          "filter tenantId=='GreenTenant' | stats count() as n by tenantId").stdout
+    header, row = out.splitlines()[:2]
+    assert header.split() == ["tenantId", "n"]
+    assert row.split()[0] == "GreenTenant" and int(row.split()[1]) >= 2

@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/quarters/v1/environments", get(environments).delete(offboard))
         .route("/quarters/v1/logs", get(logs))
         .route("/quarters/v1/usage", get(usage))
+        .route("/quarters/v1/logs/tail", get(tail))
         .route("/quarters/v1/code/{sha}", get(code))
         .route(
             "/quarters/v1/functions/{name}/tenant-concurrency",
@@ -116,6 +117,53 @@ async fn logs(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
     .await
     .map_err(ApiError::from)?;
     Ok(Json(json!({ "Records": records, "Dropped": app.logs.dropped() })).into_response())
+}
+
+/// Live tail (server-sent events): every new record of a function, optionally only of one
+/// tenant, one stream, or matching a CloudWatch filter pattern. `data:` lines carry the record
+/// as JSON; `: lost N` says when the listener fell behind.
+async fn tail(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
+    let f = q.get("function").ok_or_else(|| ApiError::invalid("The 'function' query parameter is required."))?;
+    let r = FunctionRef::parse(f, None)?;
+    let group: Arc<str> = app.control.get(r.name.as_str())?.latest.config.logging.log_group.as_str().into();
+    let tenant = q.get("tenant").map(|t| TenantId::parse(t)).transpose()?;
+    let stream = q.get("stream").cloned();
+    let pattern = quarters_telemetry::filter::FilterPattern::parse(q.get("filter").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::invalid(format!("Invalid filter pattern: {e}")))?;
+    let rx = app.logs.subscribe();
+    let keep = move |rec: &quarters_telemetry::LogRecord| {
+        rec.log_group == group
+            && tenant.as_ref().is_none_or(|t| rec.tenant.as_ref() == Some(t))
+            && stream.as_deref().is_none_or(|s| &*rec.log_stream == s)
+            && pattern.matches(&rec.message)
+    };
+    let events = futures_util::stream::unfold((rx, keep), |(mut rx, keep)| async move {
+        loop {
+            let chunk = match tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv()).await {
+                // A comment now and then keeps proxies from closing an idle stream.
+                Err(_) => ": keep-alive\n\n".to_string(),
+                Ok(Ok(rec)) if keep(&rec) => {
+                    let v = json!({
+                        "timestamp": rec.ts_ms,
+                        "logStream": &*rec.log_stream,
+                        "tenant": rec.tenant.as_ref().map(|t| t.as_str()),
+                        "requestId": rec.request_id.as_deref(),
+                        "message": rec.message,
+                    });
+                    format!("data: {v}\n\n")
+                }
+                Ok(Ok(_)) => continue,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => format!(": lost {n}\n\n"),
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
+            };
+            return Some((Ok::<_, std::convert::Infallible>(bytes::Bytes::from(chunk)), (rx, keep)));
+        }
+    });
+    let mut resp = axum::body::Body::from_stream(events).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", axum::http::HeaderValue::from_static("text/event-stream"));
+    h.insert("cache-control", axum::http::HeaderValue::from_static("no-cache"));
+    Ok(resp)
 }
 
 /// Usage per hour (beyond Lambda): `?tenant=T&function=F&from=<epoch ms>&to=<epoch ms>`, every

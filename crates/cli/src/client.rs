@@ -47,6 +47,55 @@ impl Client {
         Ok(v)
     }
 
+    /// A CloudWatch Logs operation (awsJson1.1 on the same endpoint).
+    pub async fn logs(&self, operation: &str, body: Value) -> Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}/", self.endpoint))
+            .header("X-Amz-Target", format!("Logs_20140328.{operation}"))
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .body(body.to_string())
+            .send()
+            .await
+            .with_context(|| format!("cannot reach Quarters at {}", self.endpoint))?;
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if status >= 400 {
+            let code = v.get("__type").and_then(Value::as_str).unwrap_or("error");
+            bail!("{code}: {}", v.get("message").and_then(Value::as_str).unwrap_or(""));
+        }
+        Ok(v)
+    }
+
+    /// Follow a server-sent event stream, calling `on_event` with each `data:` payload.
+    pub async fn follow(&self, path: &str, mut on_event: impl FnMut(&str)) -> Result<()> {
+        let mut resp = self
+            .http
+            .get(format!("{}{}", self.endpoint, path))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach Quarters at {}", self.endpoint))?;
+        if !resp.status().is_success() {
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            bail!("{}", v.get("message").and_then(Value::as_str).unwrap_or("the tail was refused"));
+        }
+        let mut buf = String::new();
+        while let Some(chunk) = resp.chunk().await? {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                for line in event.lines() {
+                    if let Some(data) = line.strip_prefix("data: ") {
+                        on_event(data);
+                    } else if let Some(note) = line.strip_prefix(": lost ") {
+                        eprintln!("(the tail fell behind: {note} records lost)");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn get_function(&self, name: &str) -> Result<Option<Value>> {
         let (status, v) = self.call(reqwest::Method::GET, &format!("/2015-03-31/functions/{name}"), None).await?;
         Ok((status == 200).then_some(v))

@@ -134,12 +134,42 @@ enum Command {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Recent log records of a function (or one tenant's); `logs tail` follows them live,
+    /// `logs query` runs a Logs Insights query.
+    #[command(args_conflicts_with_subcommands = true)]
     Logs {
-        function: String,
+        #[command(subcommand)]
+        action: Option<LogsAction>,
+        function: Option<String>,
         #[arg(long)]
         tenant: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LogsAction {
+    /// Follow a function's new log records as they are written (Ctrl-C to stop).
+    Tail {
+        function: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A CloudWatch filter pattern: terms, or `{ $.field = "value" }`.
+        #[arg(long)]
+        filter: Option<String>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Run a Logs Insights query over a function's log group and print a table.
+    Query {
+        function: String,
+        query: String,
+        /// How far back to look, in minutes.
+        #[arg(long, default_value_t = 60)]
+        since: u64,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -332,7 +362,53 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             row("total", "", "", &v["Total"]);
         }
-        Command::Logs { function, tenant, limit, endpoint } => {
+        Command::Logs { action: Some(LogsAction::Tail { function, tenant, filter, endpoint }), .. } => {
+            let mut path = format!("/quarters/v1/logs/tail?function={}", urlencode(&function));
+            if let Some(t) = &tenant {
+                path.push_str(&format!("&tenant={}", urlencode(t)));
+            }
+            if let Some(f) = &filter {
+                path.push_str(&format!("&filter={}", urlencode(f)));
+            }
+            eprintln!("following the log of {function} (Ctrl-C to stop)");
+            Client::new(&endpoint.endpoint)
+                .follow(&path, |data| {
+                    let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                    println!(
+                        "{} [{}] {}",
+                        quarters_types::time::rfc3339_ms(v["timestamp"].as_u64().unwrap_or(0)),
+                        v["tenant"].as_str().unwrap_or("-"),
+                        v["message"].as_str().unwrap_or("")
+                    );
+                })
+                .await?;
+        }
+        Command::Logs { action: Some(LogsAction::Query { function, query, since, endpoint }), .. } => {
+            let client = Client::new(&endpoint.endpoint);
+            let cfg = client.get_function(&function).await?.ok_or_else(|| anyhow::anyhow!("no function {function}"))?;
+            let group = cfg["Configuration"]["LoggingConfig"]["LogGroup"].as_str().unwrap_or("").to_string();
+            let now = quarters_types::time::now_ms() / 1000;
+            let started = client
+                .logs(
+                    "StartQuery",
+                    serde_json::json!({ "logGroupName": group, "startTime": now.saturating_sub(since * 60), "endTime": now + 1, "queryString": query }),
+                )
+                .await?;
+            let id = started["queryId"].as_str().unwrap_or("").to_string();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let out = loop {
+                let out = client.logs("GetQueryResults", serde_json::json!({ "queryId": id })).await?;
+                if out["status"] != "Running" || std::time::Instant::now() > deadline {
+                    break out;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            print_query_table(&out);
+        }
+        Command::Logs { action: None, function: None, .. } => {
+            anyhow::bail!("name a function: quarters logs <function> [--tenant T], or quarters logs tail|query ...");
+        }
+        Command::Logs { action: None, function: Some(function), tenant, limit, endpoint } => {
             let mut path = format!("/quarters/v1/logs?function={}&limit={limit}", urlencode(&function));
             if let Some(t) = &tenant {
                 path.push_str(&format!("&tenant={}", urlencode(t)));
@@ -349,6 +425,57 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An Insights result as an aligned table (values cut at 80 characters).
+fn print_query_table(out: &Value) {
+    let rows: Vec<Vec<(String, String)>> = out["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            r.as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    let v: String = c["value"].as_str().unwrap_or("").chars().take(80).collect();
+                    (c["field"].as_str().unwrap_or("").to_string(), v.replace(['\n', '\r'], " "))
+                })
+                .collect()
+        })
+        .collect();
+    let mut cols: Vec<String> = Vec::new();
+    for r in &rows {
+        for (f, _) in r {
+            if !cols.contains(f) {
+                cols.push(f.clone());
+            }
+        }
+    }
+    let width = |c: &String| {
+        rows.iter()
+            .filter_map(|r| r.iter().find(|(f, _)| f == c).map(|(_, v)| v.chars().count()))
+            .chain(std::iter::once(c.len()))
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = cols.iter().map(width).collect();
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(cols.iter().map(String::as_str).collect());
+    for r in &rows {
+        line(cols.iter().map(|c| r.iter().find(|(f, _)| f == c).map(|(_, v)| v.as_str()).unwrap_or("")).collect());
+    }
+    let s = &out["statistics"];
+    eprintln!(
+        "{} ({} rows; {} records matched of {} scanned)",
+        out["status"].as_str().unwrap_or("?"),
+        rows.len(),
+        s["recordsMatched"],
+        s["recordsScanned"]
+    );
 }
 
 /// Print environments grouped by tenant.

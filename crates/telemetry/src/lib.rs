@@ -40,6 +40,8 @@ pub enum TelemetryError {
 }
 
 const QUEUE: usize = 65_536;
+/// Records a live tail may fall behind by before it loses some.
+const LIVE_BUFFER: usize = 8_192;
 const BATCH: usize = 4_096;
 /// How long the writer gathers records before writing them in one transaction.
 const FLUSH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
@@ -47,6 +49,8 @@ const FLUSH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 /// The log store: SQLite in its own file, apart from the control plane's state.
 pub struct LogStore {
     tx: mpsc::Sender<LogRecord>,
+    /// Live tail: every record, to whoever listens (a slow listener loses records, not speed).
+    live: tokio::sync::broadcast::Sender<Arc<LogRecord>>,
     dropped: AtomicU64,
     written: Arc<AtomicU64>,
     path: std::path::PathBuf,
@@ -76,11 +80,15 @@ impl LogStore {
         let written = Arc::new(AtomicU64::new(0));
         let w = written.clone();
         std::thread::Builder::new().name("log-writer".into()).spawn(move || writer(conn, rx, &w))?;
-        Ok(Self { tx, dropped: AtomicU64::new(0), written, path: path.to_owned() })
+        let (live, _) = tokio::sync::broadcast::channel(LIVE_BUFFER);
+        Ok(Self { tx, live, dropped: AtomicU64::new(0), written, path: path.to_owned() })
     }
 
     /// Queue a record; never blocks. Returns false (and counts it) if the queue was full.
     pub fn append(&self, record: LogRecord) -> bool {
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(Arc::new(record.clone()));
+        }
         match self.tx.try_send(record) {
             Ok(()) => true,
             Err(_) => {
@@ -88,6 +96,11 @@ impl LogStore {
                 false
             }
         }
+    }
+
+    /// Every record appended from now on (for live tails).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<LogRecord>> {
+        self.live.subscribe()
     }
 
     pub fn dropped(&self) -> u64 {
