@@ -1,6 +1,7 @@
 """Prometheus metrics at /metrics, per function and per tenant (beyond Lambda), read with the
 official Prometheus text-format parser; the cardinality guard; environment gauges."""
 
+import json
 import urllib.error
 import urllib.request
 
@@ -69,3 +70,36 @@ def test_cardinality_guard_folds_quiet_tenants(tmp_path, probe_zip):
         assert tenants == {"loud", "medium", "__other__"}
     finally:
         s.stop()
+
+
+EMF_APP = '''
+import json, time
+def handler(event, context):
+    print(json.dumps({
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
+            "Namespace": "MyApp", "Dimensions": [["service", "tenant_id"]],
+            "Metrics": [{"Name": "Orders", "Unit": "Count", "StorageResolution": 60}]}]},
+        "service": "orders", "tenant_id": context.tenant_id, "Orders": event.get("orders", 1)}))
+    return "ok"
+'''
+
+
+def test_embedded_metric_format_becomes_metrics(server):
+    """EMF lines (the reference's record) become metrics, by dimension and tenant, in the API and
+    at /metrics."""
+    from test_runtimes import invoke, make
+    lam = server.client()
+    fn = make(lam, "python3.12", "lambda_function.handler", {"lambda_function.py": EMF_APP})
+    for tenant, orders in [("blue", 2), ("blue", 3), ("green", 7)]:
+        invoke(lam, fn, {"orders": orders}, tenant=tenant)
+    with urllib.request.urlopen(f"{server.endpoint}/quarters/v1/metrics/emf?namespace=MyApp&function={fn}") as r:
+        metrics = json.load(r)["Metrics"]
+    by_tenant = {m["Tenant"]: m for m in metrics}
+    assert set(by_tenant) == {"blue", "green"}
+    blue = by_tenant["blue"]
+    assert (blue["MetricName"], blue["Unit"], blue["SampleCount"], blue["Sum"], blue["Maximum"]) == ("Orders", "Count", 2, 5, 3)
+    assert {"Name": "tenant_id", "Value": "blue"} in blue["Dimensions"]
+    s = scrape(server)
+    labels = dict(dim_service="orders", dim_tenant_id="green", function=fn, metric="Orders",
+                  namespace="MyApp", tenant="green", unit="Count")
+    assert value(s, "quarters_emf_sum", **labels) == 7

@@ -80,7 +80,8 @@ async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> R
         c.live += 1;
         c.busy += u64::from(e.state == quarters_invoke::EnvState::Busy);
     }
-    let text = app.metrics.render(&envs);
+    let mut text = app.metrics.render(&envs);
+    text.push_str(&app.logs.emf().render());
     let mut resp = axum::response::IntoResponse::into_response(text);
     resp.headers_mut()
         .insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

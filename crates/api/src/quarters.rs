@@ -24,6 +24,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/quarters/v1/logs", get(logs))
         .route("/quarters/v1/usage", get(usage))
         .route("/quarters/v1/logs/tail", get(tail))
+        .route("/quarters/v1/metrics/emf", get(emf_metrics))
         .route("/quarters/v1/code/{sha}", get(code))
         .route(
             "/quarters/v1/functions/{name}/tenant-concurrency",
@@ -164,6 +165,32 @@ async fn tail(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
     h.insert("content-type", axum::http::HeaderValue::from_static("text/event-stream"));
     h.insert("cache-control", axum::http::HeaderValue::from_static("no-cache"));
     Ok(resp)
+}
+
+/// Metrics logged in Embedded Metric Format: `?namespace=&metric=&function=&tenant=`, each
+/// optional.
+async fn emf_metrics(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
+    let get = |k: &str| q.get(k).map(String::as_str);
+    let series = app.logs.emf().query(get("namespace"), get("metric"), get("function"), get("tenant"));
+    let items: Vec<serde_json::Value> = series
+        .iter()
+        .map(|(k, s)| {
+            json!({
+                "Namespace": k.namespace,
+                "MetricName": k.metric,
+                "Unit": k.unit,
+                "Dimensions": k.dimensions.iter().map(|(n, v)| json!({ "Name": n, "Value": v })).collect::<Vec<_>>(),
+                "Function": k.function,
+                "Tenant": k.tenant,
+                "SampleCount": s.count,
+                "Sum": s.sum,
+                "Minimum": s.min,
+                "Maximum": s.max,
+                "Average": if s.count > 0 { s.sum / s.count as f64 } else { 0.0 },
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "Metrics": items, "DroppedSeries": app.logs.emf().dropped() })).into_response())
 }
 
 /// Usage per hour (beyond Lambda): `?tenant=T&function=F&from=<epoch ms>&to=<epoch ms>`, every

@@ -5,6 +5,7 @@
 //! one writer thread in batches; when the queue is full the record is dropped and counted.
 
 mod cursor;
+pub mod emf;
 pub mod filter;
 pub mod insights;
 pub mod metrics;
@@ -51,6 +52,8 @@ pub struct LogStore {
     tx: mpsc::Sender<LogRecord>,
     /// Live tail: every record, to whoever listens (a slow listener loses records, not speed).
     live: tokio::sync::broadcast::Sender<Arc<LogRecord>>,
+    /// Metrics that functions log in Embedded Metric Format.
+    emf: emf::EmfMetrics,
     dropped: AtomicU64,
     written: Arc<AtomicU64>,
     path: std::path::PathBuf,
@@ -81,11 +84,12 @@ impl LogStore {
         let w = written.clone();
         std::thread::Builder::new().name("log-writer".into()).spawn(move || writer(conn, rx, &w))?;
         let (live, _) = tokio::sync::broadcast::channel(LIVE_BUFFER);
-        Ok(Self { tx, live, dropped: AtomicU64::new(0), written, path: path.to_owned() })
+        Ok(Self { tx, live, emf: Default::default(), dropped: AtomicU64::new(0), written, path: path.to_owned() })
     }
 
     /// Queue a record; never blocks. Returns false (and counts it) if the queue was full.
     pub fn append(&self, record: LogRecord) -> bool {
+        self.emf.observe(&record.message, &record.function, record.tenant.as_ref().map(|t| t.as_str()));
         if self.live.receiver_count() > 0 {
             let _ = self.live.send(Arc::new(record.clone()));
         }
@@ -96,6 +100,11 @@ impl LogStore {
                 false
             }
         }
+    }
+
+    /// The metrics functions logged in Embedded Metric Format.
+    pub fn emf(&self) -> &emf::EmfMetrics {
+        &self.emf
     }
 
     /// Every record appended from now on (for live tails).
