@@ -23,6 +23,7 @@
 mod envs;
 mod mem;
 mod net;
+mod observability;
 mod report;
 mod runtimes;
 mod server;
@@ -74,6 +75,11 @@ pub struct BenchArgs {
     /// Cold starts on each of the hardened and the unhardened server [default: as --cold].
     #[arg(long, value_name = "N")]
     pub hardening_cold: Option<usize>,
+    /// What to measure: `core` (invoke latency, throughput, cold starts, environments,
+    /// hardening, runtimes) or `observability` (log ingest, logging cost, Insights query
+    /// latency over a million records, the metrics registry with 10,000 tenants).
+    #[arg(long, default_value = "core", value_parser = ["core", "observability"])]
+    pub suite: String,
     /// Where to write the results as JSON [default: bench-results/bench-<unix-seconds>.json].
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
@@ -192,6 +198,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         bail!("no probe function binary at {}: build with cargo build --release --workspace", probe.display());
     }
     let zip = zip_bootstrap(&std::fs::read(&probe).with_context(|| format!("reading {}", probe.display()))?)?;
+    if args.suite == "observability" {
+        let out = args.out.clone().unwrap_or_else(|| default_out_path(unix_now()).with_extension("observability.json"));
+        return observability::run(&quarters, &zip, &out, args.quick).await;
+    }
 
     step(1, &format!("starting the server: {} serve (fresh data dir, idle timeout 600 s)", quarters.display()));
     let started = Instant::now();
@@ -929,6 +939,7 @@ mod tests {
             env_clients: 8,
             hardening_cold: None,
             runtime_cold: None,
+            suite: "core".into(),
             out: None,
             quarters: None,
         }
