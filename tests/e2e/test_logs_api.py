@@ -227,3 +227,53 @@ def test_quarters_logs_query_prints_a_table(server, tenant_fn):
     header, row = out.splitlines()[:2]
     assert header.split() == ["tenantId", "n"]
     assert row.split()[0] == "GreenTenant" and int(row.split()[1]) >= 2
+
+
+def test_level_is_stored_and_filterable(server, tenant_fn):
+    """Every record is stored with its level: INFO from the logging module (text and JSON
+    formats), PLATFORM for START/END/REPORT; `quarters logs --level` selects by it."""
+    import urllib.request
+    for kind in ("text", "json"):
+        url = f"{server.endpoint}/quarters/v1/logs?function={tenant_fn[kind]}&limit=1000"
+        recs = json.load(urllib.request.urlopen(url))["Records"]
+        by_level = {}
+        for r in recs:
+            by_level.setdefault(r["level"], []).append(r["message"])
+        assert any("order placed by" in m for m in by_level.get("INFO", [])), by_level.keys()
+        assert any("REPORT RequestId" in m or "platform.report" in m for m in by_level["PLATFORM"])
+        # Plain print output has no level.
+        if kind == "text":
+            assert any("plain line from" in m for m in by_level.get(None, []))
+    out = server.quarters("logs", tenant_fn["text"], "--level", "info", "--tenant", "GreenTenant").stdout
+    lines = [l for l in out.splitlines() if l.strip()]
+    assert lines and all("order placed by GreenTenant" in l for l in lines), out
+
+
+def test_retention_by_size(server):
+    """A log group kept to a size loses its oldest records first, through `quarters logs
+    retention --max-bytes`; what remains is the newest and fits."""
+    lam = server.client()
+    name = make(lam, "python3.12", "lambda_function.handler", {"lambda_function.py": APP})
+    for i in range(6):
+        invoke(lam, name, tenant=f"T{i}")
+    logs = logs_client(server)
+    group = f"/aws/lambda/{name}"
+
+    def stored():
+        return logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["storedBytes"]
+    wait_for(lambda: stored() > 2000)
+    time.sleep(1.0)  # the writer's last batch is in
+    before = stored()
+    out = server.quarters("logs", "retention", name, "--max-bytes", "1000").stdout
+    assert "old records deleted" in out
+    after = stored()
+    assert 0 < after <= 1000 < before
+    # The newest tenant's records are the ones kept.
+    events = logs.filter_log_events(logGroupName=group)["events"]
+    assert any("plain line from T5" in e["message"] for e in events)
+    assert not any("plain line from T0" in e["message"] for e in events)
+    # New records keep the group near its limit on the next enforcement.
+    server.quarters("logs", "retention", name, "--max-bytes", "none")
+    invoke(lam, name, tenant="T6")
+    wait_for(lambda: stored() > after)
+    assert stored() > after

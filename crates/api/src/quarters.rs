@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/quarters/v1/environments", get(environments).delete(offboard))
         .route("/quarters/v1/logs", get(logs))
         .route("/quarters/v1/usage", get(usage))
+        .route("/quarters/v1/log-groups", axum::routing::put(log_group_limits))
         .route("/quarters/v1/logs/tail", get(tail))
         .route("/quarters/v1/metrics/emf", get(emf_metrics))
         .route("/quarters/v1/code/{sha}", get(code))
@@ -110,9 +111,10 @@ async fn logs(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
     let group = e.latest.config.logging.log_group.clone();
     let tenant = q.get("tenant").map(|t| TenantId::parse(t)).transpose()?;
     let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(10_000);
+    let level = q.get("level").map(|l| l.to_ascii_uppercase());
     let logs = app.logs.clone();
     let records = blocking(move || {
-        logs.read(&group, tenant.as_ref().map(|t| t.as_str()), limit)
+        logs.read(&group, tenant.as_ref().map(|t| t.as_str()), level.as_deref(), limit)
             .map_err(|e| quarters_control::ControlError::Internal(e.to_string()))
     })
     .await
@@ -191,6 +193,41 @@ async fn emf_metrics(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiE
         })
         .collect();
     Ok(Json(json!({ "Metrics": items, "DroppedSeries": app.logs.emf().dropped() })).into_response())
+}
+
+/// A log group's retention, beyond CloudWatch's by-age policy: `?group=G&maxBytes=N` (or
+/// `maxBytes=none`), and optionally `retentionInDays=D` (or `none`). Applied at once and every
+/// minute.
+async fn log_group_limits(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
+    let group = q.get("group").cloned().ok_or_else(|| ApiError::invalid("The 'group' query parameter is required."))?;
+    let opt = |k: &str| -> Result<Option<Option<u64>>, ApiError> {
+        match q.get(k).map(String::as_str) {
+            None => Ok(None),
+            Some("none") => Ok(Some(None)),
+            Some(v) => v
+                .parse::<u64>()
+                .map(|n| Some(Some(n)))
+                .map_err(|_| ApiError::invalid(format!("'{k}' must be a number or 'none'"))),
+        }
+    };
+    let (max_bytes, days) = (opt("maxBytes")?, opt("retentionInDays")?);
+    let logs = app.logs.clone();
+    let g = group.clone();
+    let deleted = blocking(move || {
+        let run = || -> Result<usize, quarters_telemetry::TelemetryError> {
+            if let Some(b) = max_bytes {
+                logs.set_size_limit(&g, b)?;
+            }
+            if let Some(d) = days {
+                logs.set_retention(&g, d.map(|d| d.min(u64::from(u32::MAX)) as u32))?;
+            }
+            logs.enforce_retention(quarters_types::time::now_ms())
+        };
+        run().map_err(|e| quarters_control::ControlError::Internal(e.to_string()))
+    })
+    .await
+    .map_err(ApiError::from)?;
+    Ok(Json(json!({ "LogGroup": group, "Deleted": deleted })).into_response())
 }
 
 /// Usage per hour (beyond Lambda): `?tenant=T&function=F&from=<epoch ms>&to=<epoch ms>`, every

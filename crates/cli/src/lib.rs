@@ -143,6 +143,9 @@ enum Command {
         function: Option<String>,
         #[arg(long)]
         tenant: Option<String>,
+        /// Only records of this level: ERROR, WARN, INFO, DEBUG, PLATFORM...
+        #[arg(long)]
+        level: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
         #[command(flatten)]
@@ -170,6 +173,18 @@ enum LogsAction {
         /// How far back to look, in minutes.
         #[arg(long, default_value_t = 60)]
         since: u64,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Limit a function's log group by size and/or age; the oldest records go first.
+    Retention {
+        function: String,
+        /// Keep about this many bytes of messages (`none`: no limit).
+        #[arg(long)]
+        max_bytes: Option<String>,
+        /// Keep this many days (`none`: forever).
+        #[arg(long)]
+        days: Option<String>,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -405,13 +420,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             print_query_table(&out);
         }
+        Command::Logs { action: Some(LogsAction::Retention { function, max_bytes, days, endpoint }), .. } => {
+            let client = Client::new(&endpoint.endpoint);
+            let f = client
+                .ok(reqwest::Method::GET, &format!("/2015-03-31/functions/{}", urlencode(&function)), None)
+                .await?;
+            let group = f["Configuration"]["LoggingConfig"]["LogGroup"].as_str().unwrap_or_default().to_string();
+            let mut path = format!("/quarters/v1/log-groups?group={}", urlencode(&group));
+            if let Some(b) = &max_bytes {
+                path.push_str(&format!("&maxBytes={}", urlencode(b)));
+            }
+            if let Some(d) = &days {
+                path.push_str(&format!("&retentionInDays={}", urlencode(d)));
+            }
+            let v = client.ok(reqwest::Method::PUT, &path, None).await?;
+            println!("{group}: {} old records deleted", v["Deleted"]);
+        }
         Command::Logs { action: None, function: None, .. } => {
             anyhow::bail!("name a function: quarters logs <function> [--tenant T], or quarters logs tail|query ...");
         }
-        Command::Logs { action: None, function: Some(function), tenant, limit, endpoint } => {
+        Command::Logs { action: None, function: Some(function), tenant, level, limit, endpoint } => {
             let mut path = format!("/quarters/v1/logs?function={}&limit={limit}", urlencode(&function));
             if let Some(t) = &tenant {
                 path.push_str(&format!("&tenant={}", urlencode(t)));
+            }
+            if let Some(l) = &level {
+                path.push_str(&format!("&level={}", urlencode(l)));
             }
             let v = Client::new(&endpoint.endpoint).ok(reqwest::Method::GET, &path, None).await?;
             for r in v["Records"].as_array().into_iter().flatten() {

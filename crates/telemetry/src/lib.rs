@@ -79,6 +79,9 @@ impl LogStore {
              CREATE TABLE IF NOT EXISTS log_groups (
                name TEXT PRIMARY KEY, created INTEGER NOT NULL, retention_days INTEGER);",
         )?;
+        // Added after the first release of logs.db: the record's level, and a group's size limit.
+        add_column(&conn, "logs", "level", "TEXT")?;
+        add_column(&conn, "log_groups", "max_bytes", "INTEGER")?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let written = Arc::new(AtomicU64::new(0));
         let w = written.clone();
@@ -120,25 +123,29 @@ impl LogStore {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// Records of one log group, optionally of one tenant, oldest first. Blocking.
+    /// The newest `limit` records of one log group, optionally of one tenant and one level
+    /// (`ERROR`, `PLATFORM`, ...), oldest first. Blocking.
     pub fn read(
         &self,
         log_group: &str,
         tenant: Option<&str>,
+        level: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, TelemetryError> {
         let conn = Connection::open(&self.path)?;
         let mut stmt = conn.prepare(
-            "SELECT ts, log_stream, tenant, request_id, message FROM logs
-             WHERE log_group = ?1 AND (?2 IS NULL OR tenant = ?2) ORDER BY id DESC LIMIT ?3",
+            "SELECT ts, log_stream, tenant, request_id, message, level FROM logs
+             WHERE log_group = ?1 AND (?2 IS NULL OR tenant = ?2) AND (?4 IS NULL OR level = ?4)
+             ORDER BY id DESC LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![log_group, tenant, limit as i64], |r| {
+        let rows = stmt.query_map(params![log_group, tenant, limit as i64, level], |r| {
             Ok(StoredRecord {
                 ts_ms: r.get::<_, i64>(0)? as u64,
                 log_stream: r.get(1)?,
                 tenant: r.get(2)?,
                 request_id: r.get(3)?,
                 message: r.get(4)?,
+                level: r.get(5)?,
             })
         })?;
         let mut out: Vec<StoredRecord> = rows.collect::<Result<_, _>>()?;
@@ -154,6 +161,7 @@ pub struct StoredRecord {
     pub log_stream: String,
     pub tenant: Option<String>,
     pub request_id: Option<String>,
+    pub level: Option<String>,
     pub message: String,
 }
 
@@ -164,6 +172,7 @@ pub struct GroupInfo {
     pub created_ms: u64,
     pub stored_bytes: u64,
     pub retention_days: Option<u32>,
+    pub max_bytes: Option<u64>,
 }
 
 /// A log stream as DescribeLogStreams shows it.
@@ -240,9 +249,9 @@ impl LogStore {
         let pattern = like_prefix(prefix.unwrap_or(""));
         let mut stmt = conn.prepare(
             "SELECT g.name, g.created, g.retention_days,
-                    (SELECT COALESCE(SUM(length(message)), 0) FROM logs WHERE log_group = g.name)
-             FROM (SELECT name, created, retention_days FROM log_groups
-                   UNION SELECT DISTINCT log_group, 0, NULL FROM logs WHERE log_group NOT IN (SELECT name FROM log_groups)) g
+                    (SELECT COALESCE(SUM(length(message)), 0) FROM logs WHERE log_group = g.name), g.max_bytes
+             FROM (SELECT name, created, retention_days, max_bytes FROM log_groups
+                   UNION SELECT DISTINCT log_group, 0, NULL, NULL FROM logs WHERE log_group NOT IN (SELECT name FROM log_groups)) g
              WHERE g.name LIKE ?1 ESCAPE '\\' ORDER BY g.name",
         )?;
         let rows = stmt.query_map(params![pattern], |r| {
@@ -251,6 +260,7 @@ impl LogStore {
                 created_ms: r.get::<_, i64>(1)? as u64,
                 retention_days: r.get::<_, Option<i64>>(2)?.map(|d| d as u32),
                 stored_bytes: r.get::<_, i64>(3)? as u64,
+                max_bytes: r.get::<_, Option<i64>>(4)?.map(|b| b as u64),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -269,13 +279,49 @@ impl LogStore {
     /// Delete events older than their group's retention. Returns how many went.
     pub fn enforce_retention(&self, now_ms: u64) -> Result<usize, TelemetryError> {
         let conn = self.reader()?;
-        let n = conn.execute(
+        let mut n = conn.execute(
             "DELETE FROM logs WHERE id IN (
                SELECT l.id FROM logs l JOIN log_groups g ON g.name = l.log_group
                WHERE g.retention_days IS NOT NULL AND l.ts < ?1 - g.retention_days * 86400000)",
             params![now_ms as i64],
         )?;
+        // By size: the oldest events go until the group fits.
+        let limited: Vec<(String, i64)> = {
+            let mut stmt = conn.prepare("SELECT name, max_bytes FROM log_groups WHERE max_bytes IS NOT NULL")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+        };
+        for (group, max) in limited {
+            loop {
+                let size: i64 = conn.query_row(
+                    "SELECT COALESCE(SUM(length(message)), 0) FROM logs WHERE log_group = ?1",
+                    params![group],
+                    |r| r.get(0),
+                )?;
+                if size <= max {
+                    break;
+                }
+                // Delete about the excess, by average record size, at least one record.
+                let count: i64 =
+                    conn.query_row("SELECT COUNT(*) FROM logs WHERE log_group = ?1", params![group], |r| r.get(0))?;
+                let avg = (size / count.max(1)).max(1);
+                let k = ((size - max) / avg).max(1);
+                n += conn.execute(
+                    "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE log_group = ?1 ORDER BY id LIMIT ?2)",
+                    params![group, k],
+                )?;
+            }
+        }
         Ok(n)
+    }
+
+    /// Keep a group to about `max_bytes` of messages (`None`: no limit); the oldest go first.
+    pub fn set_size_limit(&self, group: &str, max_bytes: Option<u64>) -> Result<(), TelemetryError> {
+        self.reader()?.execute(
+            "INSERT INTO log_groups (name, created, max_bytes) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET max_bytes = excluded.max_bytes",
+            params![group, quarters_types::time::now_ms() as i64, max_bytes.map(|b| b as i64)],
+        )?;
+        Ok(())
     }
 
     /// The streams of a group (with at least one stored event).
@@ -476,12 +522,48 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<LogRecord>, written: &Ato
     }
 }
 
+fn add_column(conn: &Connection, table: &str, column: &str, kind: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let has = stmt.query_map([], |r| r.get::<_, String>(1))?.filter_map(Result::ok).any(|c| c == column);
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+    }
+    Ok(())
+}
+
+/// A record's level: a JSON record's `level`, a Python (`[INFO]\t...`) or Node
+/// (`<time>\t<id>\tINFO\t...`) text line's, `PLATFORM` for the platform's own lines.
+pub fn level_of(message: &str) -> Option<&'static str> {
+    const LEVELS: [&str; 8] = ["TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"];
+    let known = |l: &str| LEVELS.iter().find(|x| x.eq_ignore_ascii_case(l)).copied();
+    let m = message.trim_start();
+    if m.starts_with('{') {
+        if m.contains("\"type\":\"platform.") {
+            return Some("PLATFORM");
+        }
+        if let Some(at) = m.find("\"level\":\"") {
+            let rest = &m[at + 9..];
+            return rest.split('"').next().and_then(known);
+        }
+        return None;
+    }
+    for p in ["START RequestId:", "END RequestId:", "REPORT RequestId:", "INIT_START ", "INIT_REPORT "] {
+        if m.starts_with(p) {
+            return Some("PLATFORM");
+        }
+    }
+    if let Some(rest) = m.strip_prefix('[') {
+        return rest.split(']').next().and_then(known);
+    }
+    m.split('\t').nth(2).and_then(known)
+}
+
 fn insert(conn: &mut Connection, batch: &[LogRecord]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO logs (ts, log_group, log_stream, function, version, tenant, request_id, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO logs (ts, log_group, log_stream, function, version, tenant, request_id, message, level)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         for r in batch {
             stmt.execute(params![
@@ -493,6 +575,7 @@ fn insert(conn: &mut Connection, batch: &[LogRecord]) -> rusqlite::Result<()> {
                 r.tenant.as_ref().map(|t| t.as_str()),
                 r.request_id.as_deref(),
                 r.message,
+                level_of(&r.message),
             ])?;
         }
     }
@@ -538,19 +621,28 @@ mod tests {
         while store.written() < 3 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let blue = store.read("/aws/lambda/f", Some("blue"), 10).expect("read");
+        let blue = store.read("/aws/lambda/f", Some("blue"), None, 10).expect("read");
         assert_eq!(blue.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), ["line 0", "line 2"]);
-        assert_eq!(store.read("/aws/lambda/f", None, 10).expect("read").len(), 3);
+        assert_eq!(store.read("/aws/lambda/f", None, None, 10).expect("read").len(), 3);
         // Queries: groups, streams, filter by a term, retention by age.
         assert_eq!(store.groups(Some("/aws/lambda/")).expect("groups")[0].name, "/aws/lambda/f");
         assert_eq!(store.streams("/aws/lambda/f", None).expect("streams")[0].last_ms, 2);
         let p = filter::FilterPattern::parse("\"line 1\"").expect("pattern");
         let (hits, next) = store.filter("/aws/lambda/f", &EventQuery::default(), &p, None, 10).expect("filter");
         assert_eq!((hits.len(), next), (1, None));
+        assert_eq!(level_of("[INFO]\t2024-01-01T00:00:00.000Z\tid\thello"), Some("INFO"));
+        assert_eq!(level_of("2024-01-01T00:00:00.000Z\tid\tERROR\tboom"), Some("ERROR"));
+        assert_eq!(level_of(r#"{"level":"WARN","message":"x"}"#), Some("WARN"));
+        assert_eq!(level_of("REPORT RequestId: x"), Some("PLATFORM"));
+        assert_eq!(level_of("print output"), None);
+        // By size: keep about 12 bytes (two of the three 6-byte lines).
+        store.set_size_limit("/aws/lambda/f", Some(12)).expect("size");
+        assert_eq!(store.enforce_retention(0).expect("enforce by size"), 1);
+        assert_eq!(store.read("/aws/lambda/f", None, None, 10).expect("read").len(), 2);
         store.set_retention("/aws/lambda/f", Some(1)).expect("retention");
         // Timestamps 0..2 ms after the epoch are far older than a day.
-        assert_eq!(store.enforce_retention(quarters_types::time::now_ms()).expect("enforce"), 3);
-        assert!(store.read("/aws/lambda/f", None, 10).expect("read").is_empty());
+        assert_eq!(store.enforce_retention(quarters_types::time::now_ms()).expect("enforce"), 2);
+        assert!(store.read("/aws/lambda/f", None, None, 10).expect("read").is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
