@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::{App, blocking};
 
-const TARGET_PREFIX: &str = "Logs_20140328.";
+pub(crate) const TARGET_PREFIX: &str = "Logs_20140328.";
 /// Retention values CloudWatch Logs accepts.
 const RETENTION_DAYS: &[u32] =
     &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];

@@ -8,6 +8,7 @@ pub mod events;
 mod lambda;
 mod layers;
 mod quarters;
+pub mod service;
 mod wire;
 
 use std::future::Future;
@@ -132,6 +133,15 @@ pub(crate) async fn invoke_counted(
     out
 }
 
+/// The CloudWatch Logs service alone, for requests whose SigV4 scope names `logs`.
+fn logs_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", post(cwlogs::dispatch))
+        .fallback(not_found)
+        .layer(middleware::from_fn(request_id))
+        .with_state(app)
+}
+
 /// `POST /`: the awsJson1.1 services, by `X-Amz-Target` (CloudWatch Logs).
 async fn root(
     state: axum::extract::State<Arc<App>>,
@@ -228,7 +238,18 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let manager = app.manager.clone();
     let events = app.events.clone();
-    let svc = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router(app));
+    let by_path = router(app.clone());
+    let logs = logs_router(app);
+    // One endpoint for every service: the request's SigV4 scope (or target) picks the service's
+    // routes; an unsigned request is routed by path.
+    let dispatch = tower::service_fn(move |req: Request| {
+        let routes = match service::of(req.headers(), req.uri()) {
+            Some(service::Service::Logs) => logs.clone(),
+            Some(service::Service::Lambda | service::Service::ApiGateway) | None => by_path.clone(),
+        };
+        tower::ServiceExt::oneshot(routes, req)
+    });
+    let svc = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(dispatch);
     let result = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(svc))
         .with_graceful_shutdown(shutdown)
         .await;
