@@ -43,6 +43,7 @@ class Server:
         self.data_dir = pathlib.Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.gateway_port = free_port()
         self.extra_args = list(extra_args)
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
@@ -52,11 +53,17 @@ class Server:
     def endpoint(self):
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def gateway(self):
+        """The API gateway's data plane."""
+        return f"http://127.0.0.1:{self.gateway_port}"
+
     def start(self, timeout=30):
         assert QUARTERS.exists(), f"build first: {QUARTERS} is missing (cargo build --release --workspace)"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(QUARTERS), "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir), *self.extra_args],
+            [str(QUARTERS), "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir),
+             "--gateway-listen", f"127.0.0.1:{self.gateway_port}", *self.extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,

@@ -98,6 +98,19 @@ impl From<quarters_image::ImageError> for ApiError {
     }
 }
 
+impl From<quarters_gateway::GatewayError> for ApiError {
+    fn from(e: quarters_gateway::GatewayError) -> Self {
+        use quarters_gateway::GatewayError as G;
+        match e {
+            G::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "NotFoundException", m),
+            G::BadRequest(m) => Self::new(StatusCode::BAD_REQUEST, "BadRequestException", m),
+            G::Conflict(m) => Self::new(StatusCode::CONFLICT, "ConflictException", m),
+            G::Internal(m) => Self::internal(m),
+            G::Db(e) => Self::internal(format!("gateway store: {e}")),
+        }
+    }
+}
+
 impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         match e {

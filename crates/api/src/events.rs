@@ -23,6 +23,7 @@ use crate::{App, blocking};
 
 /// Runs queued events through the environment manager, resolving the function anew on every
 /// attempt (its code or configuration may have changed since the event was queued).
+#[derive(Clone)]
 pub struct ManagerInvoker {
     pub control: Arc<ControlPlane>,
     pub manager: Manager,
@@ -30,47 +31,77 @@ pub struct ManagerInvoker {
     pub usage: Arc<quarters_telemetry::usage::UsageMeter>,
 }
 
+/// Why an invocation by name did not run.
+pub(crate) enum Refused {
+    /// The request can never succeed (no such function, bad tenant id...).
+    Rejected(String),
+    Throttled,
+    Failed(String),
+}
+
+impl ManagerInvoker {
+    /// Invoke a function by name (and qualifier) for a tenant, as the Invoke API would.
+    pub(crate) async fn call(
+        &self,
+        function: &str,
+        qualifier: Option<&str>,
+        tenant: Option<&str>,
+        payload: bytes::Bytes,
+        client_context: Option<String>,
+        request_id: String,
+    ) -> Result<quarters_invoke::InvokeResponse, Refused> {
+        let q = qualifier.map(Qualifier::parse).transpose().map_err(|e| Refused::Rejected(e.to_string()))?;
+        let resolved = match self.control.resolve(function, q.as_ref()) {
+            Ok(r) => r,
+            Err(ControlError::NotFound(m)) => return Err(Refused::Rejected(m)),
+            Err(e) => return Err(Refused::Failed(e.to_string())),
+        };
+        let tenant = tenant.map(TenantId::parse).transpose().map_err(|e| Refused::Rejected(e.to_string()))?;
+        if resolved.version.config.tenancy.is_some() != tenant.is_some() {
+            return Err(Refused::Rejected("the tenant id does not match the function's tenancy configuration".into()));
+        }
+        let arns = &self.control.arns;
+        let arn = match qualifier {
+            Some(q) => arns.qualified(function, q),
+            None => arns.function(function),
+        };
+        let req = InvokeRequest {
+            target: target_of(&resolved, arn),
+            tenant,
+            payload,
+            client_context,
+            tail: false,
+            request_id,
+        };
+        match crate::invoke_counted(&self.metrics, &self.usage, &self.manager, req).await {
+            Ok(r) => Ok(r),
+            Err(InvokeError::TooManyRequests { .. }) => Err(Refused::Throttled),
+            Err(e) => Err(Refused::Failed(e.to_string())),
+        }
+    }
+}
+
 impl Invoker for ManagerInvoker {
     fn invoke<'a>(&'a self, ev: &'a QueuedEvent) -> BoxFuture<'a, InvokeOutcome> {
         Box::pin(async move {
-            let qualifier = match ev.qualifier.as_deref().map(Qualifier::parse).transpose() {
-                Ok(q) => q,
-                Err(e) => return InvokeOutcome::Rejected(e.to_string()),
-            };
-            let resolved = match self.control.resolve(&ev.function, qualifier.as_ref()) {
-                Ok(r) => r,
-                Err(ControlError::NotFound(m)) => return InvokeOutcome::Rejected(m),
-                Err(e) => return InvokeOutcome::Failed(e.to_string()),
-            };
-            let tenant = match ev.tenant.as_deref().map(TenantId::parse).transpose() {
-                Ok(t) => t,
-                Err(e) => return InvokeOutcome::Rejected(e.to_string()),
-            };
-            if resolved.version.config.tenancy.is_some() != tenant.is_some() {
-                return InvokeOutcome::Rejected(
-                    "the tenant id does not match the function's tenancy configuration".into(),
-                );
-            }
-            let arns = &self.control.arns;
-            let arn = match &ev.qualifier {
-                Some(q) => arns.qualified(&ev.function, q),
-                None => arns.function(&ev.function),
-            };
-            let req = InvokeRequest {
-                target: target_of(&resolved, arn),
-                tenant,
-                payload: ev.payload.clone(),
-                client_context: ev.client_context.clone(),
-                tail: false,
-                request_id: ev.request_id.clone(),
-            };
-            match crate::invoke_counted(&self.metrics, &self.usage, &self.manager, req).await {
+            let out = self
+                .call(
+                    &ev.function,
+                    ev.qualifier.as_deref(),
+                    ev.tenant.as_deref(),
+                    ev.payload.clone(),
+                    ev.client_context.clone(),
+                    ev.request_id.clone(),
+                )
+                .await;
+            match out {
                 Ok(r) if r.function_error => {
                     InvokeOutcome::FunctionError { body: r.body, executed_version: r.executed_version.to_string() }
                 }
                 Ok(r) => InvokeOutcome::Success { body: r.body, executed_version: r.executed_version.to_string() },
-                Err(InvokeError::TooManyRequests { .. }) => InvokeOutcome::Throttled,
-                Err(e) => InvokeOutcome::Failed(e.to_string()),
+                Err(Refused::Rejected(m)) => InvokeOutcome::Rejected(m),
+                Err(Refused::Throttled) => InvokeOutcome::Throttled,
+                Err(Refused::Failed(m)) => InvokeOutcome::Failed(m),
             }
         })
     }

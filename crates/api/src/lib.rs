@@ -2,6 +2,7 @@
 //! one listener. Protocol types live here and nowhere else; errors of every layer become
 //! AWS-shaped responses in [`error`].
 
+pub mod apigateway;
 pub mod cwlogs;
 mod error;
 pub mod events;
@@ -43,6 +44,8 @@ pub struct App {
     pub usage: Arc<quarters_telemetry::usage::UsageMeter>,
     /// How clients reach this server, for URLs in responses.
     pub base_url: String,
+    /// The API gateway: its store (managed here) and its data plane (`--gateway-listen`).
+    pub gateway: Arc<quarters_gateway::dataplane::Gateway>,
 }
 
 /// The request id of the request being served (`x-amzn-RequestId`).
@@ -197,6 +200,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/2018-10-31/layers/{name}/versions/{version}", get(layers::get).delete(layers::delete))
         .route("/quarters/v1/async", get(events::stats))
         .merge(quarters::routes())
+        .merge(apigateway::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(quarters_types::limits::CREATE_REQUEST_MAX_BYTES + 1))
         .layer(middleware::from_fn(request_id))

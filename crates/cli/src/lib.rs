@@ -229,6 +229,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(cfg) => {
             let server = server::start(&cfg).await?;
             eprintln!("Quarters is serving the Lambda API at {} (Ctrl-C to stop)", server.endpoint());
+            if let Some(g) = server.gateway_addr {
+                eprintln!("The API gateway serves deployed REST APIs at http://{g}");
+            }
             server.run_until_signal().await?;
         }
         Command::Demo { server, exit } => demo::run(&server, exit).await?,

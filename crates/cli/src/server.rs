@@ -66,10 +66,19 @@ pub struct ServerConfig {
     /// Account id in ARNs.
     #[arg(long, env = "QUARTERS_ACCOUNT_ID", default_value = "000000000000")]
     pub account_id: String,
+    /// Address of the API gateway's data plane (`off`: none).
+    #[arg(long, env = "QUARTERS_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub gateway_listen: String,
+    /// Domain of the gateway's `{api-id}.execute-api.<domain>` hosts.
+    #[arg(long, env = "QUARTERS_GATEWAY_DOMAIN", default_value = "localhost")]
+    pub gateway_domain: String,
 }
 
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where the gateway's data plane listens, if it does.
+    pub gateway_addr: Option<SocketAddr>,
+    gateway_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     cgroups: CgroupLayout,
@@ -90,6 +99,9 @@ impl RunningServer {
             let _ = s.send(());
         }
         self.task.await.context("server task")?.context("server")?;
+        if let Some(g) = self.gateway_task.take() {
+            g.await.context("gateway task")?.context("gateway")?;
+        }
         let (usage, logs) = (self.usage.clone(), self.logs.clone());
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || usage.flush(&logs)).await {
             tracing::warn!(error = %e, "the last usage flush failed");
@@ -218,12 +230,22 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
     )?;
     let metrics = Arc::new(quarters_telemetry::metrics::Metrics::new(cfg.metrics_top_tenants));
     let usage = Arc::new(quarters_telemetry::usage::UsageMeter::default());
-    events.start(Arc::new(quarters_api::events::ManagerInvoker {
+    let invoker = quarters_api::events::ManagerInvoker {
         control: control.clone(),
         manager: manager.clone(),
         metrics: metrics.clone(),
         usage: usage.clone(),
-    }))?;
+    };
+    events.start(Arc::new(invoker.clone()))?;
+    let gateway = quarters_gateway::dataplane::Gateway::new(
+        Arc::new(quarters_gateway::store::Store::open(&data_dir).context("opening the gateway store")?),
+        Arc::new(invoker),
+        quarters_gateway::dataplane::Settings {
+            region: cfg.region.clone(),
+            account: cfg.account_id.clone(),
+            domain: cfg.gateway_domain.clone(),
+        },
+    );
     // Usage is written every few seconds (and read after a flush).
     let (meter, store) = (Arc::downgrade(&usage), Arc::downgrade(&logs));
     tokio::spawn(async move {
@@ -251,14 +273,45 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         queries: Default::default(),
         usage,
         base_url: format!("http://{addr}"),
+        gateway: gateway.clone(),
     });
     quarters_api::restore_pools(&app);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
+    let (mut gateway_addr, mut gateway_task) = (None, None);
+    if cfg.gateway_listen != "off" {
+        match tokio::net::TcpListener::bind(&cfg.gateway_listen).await {
+            Ok(l) => {
+                gateway_addr = l.local_addr().ok();
+                let mut seen = stop_seen;
+                gateway_task = Some(tokio::spawn(quarters_gateway::dataplane::serve(gateway, l, async move {
+                    let _ = seen.wait_for(|stop| *stop).await;
+                })));
+                tracing::info!(addr = ?gateway_addr, "the API gateway is serving");
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot listen on {} for the API gateway: it is not served (set --gateway-listen)",
+                cfg.gateway_listen
+            ),
+        }
+    }
     let task = tokio::spawn(quarters_api::serve(app, listener, async move {
         let _ = stop_rx.await;
+        let _ = stopping.send(true);
     }));
     tracing::info!(%addr, data_dir = %data_dir.display(), "quarters is serving the Lambda API");
-    Ok(RunningServer { addr, stop: Some(stop_tx), task, cgroups, run_dir, usage: usage_at_stop, logs: logs_at_stop })
+    Ok(RunningServer {
+        addr,
+        gateway_addr,
+        gateway_task,
+        stop: Some(stop_tx),
+        task,
+        cgroups,
+        run_dir,
+        usage: usage_at_stop,
+        logs: logs_at_stop,
+    })
 }
 
 /// Registry credentials by host.
