@@ -21,6 +21,7 @@
 //! 1% of the invocations fail.
 
 mod envs;
+mod gateway;
 mod mem;
 mod net;
 mod observability;
@@ -78,7 +79,9 @@ pub struct BenchArgs {
     /// What to measure: `core` (invoke latency, throughput, cold starts, environments,
     /// hardening, runtimes) or `observability` (log ingest, logging cost, Insights query
     /// latency over a million records, the metrics registry with 10,000 tenants).
-    #[arg(long, default_value = "core", value_parser = ["core", "observability"])]
+    /// `gateway` (what the API gateway adds per request beside a direct Invoke, without an
+    /// authorizer, with a cached TOKEN authorizer and with the JWT authorizer).
+    #[arg(long, default_value = "core", value_parser = ["core", "observability", "gateway"])]
     pub suite: String,
     /// Where to write the results as JSON [default: bench-results/bench-<unix-seconds>.json].
     #[arg(long, value_name = "PATH")]
@@ -198,6 +201,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         bail!("no probe function binary at {}: build with cargo build --release --workspace", probe.display());
     }
     let zip = zip_bootstrap(&std::fs::read(&probe).with_context(|| format!("reading {}", probe.display()))?)?;
+    if args.suite == "gateway" {
+        let out = args.out.clone().unwrap_or_else(|| default_out_path(unix_now()).with_extension("gateway.json"));
+        return gateway::run(&quarters, &zip, &out, args.quick).await;
+    }
     if args.suite == "observability" {
         let out = args.out.clone().unwrap_or_else(|| default_out_path(unix_now()).with_extension("observability.json"));
         return observability::run(&quarters, &zip, &out, args.quick).await;
@@ -638,7 +645,19 @@ async fn deploy(server: &ServerProcess, zip: &[u8]) -> Result<()> {
 
 /// Create a PER_TENANT function and wait until it is Active.
 async fn deploy_function(server: &ServerProcess, name: &str, runtime: &str, handler: &str, zip: &[u8]) -> Result<()> {
-    let body = json!({
+    deploy_with(server, name, runtime, handler, zip, true).await
+}
+
+/// Create a function (PER_TENANT or not) and wait until it is Active.
+async fn deploy_with(
+    server: &ServerProcess,
+    name: &str,
+    runtime: &str,
+    handler: &str,
+    zip: &[u8],
+    per_tenant: bool,
+) -> Result<()> {
+    let mut body = json!({
         "FunctionName": name,
         "Runtime": runtime,
         "Role": "arn:aws:iam::000000000000:role/bench",
@@ -646,8 +665,10 @@ async fn deploy_function(server: &ServerProcess, name: &str, runtime: &str, hand
         "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
         "MemorySize": 128,
         "Timeout": 10,
-        "TenancyConfig": { "TenantIsolationMode": "PER_TENANT" },
     });
+    if per_tenant {
+        body["TenancyConfig"] = json!({ "TenantIsolationMode": "PER_TENANT" });
+    }
     let (status, _, resp) =
         call_once(server.addr, http::Method::POST, "/2015-03-31/functions", Some(Bytes::from(body.to_string())))
             .await

@@ -47,7 +47,7 @@ impl RuntimeCold {
 const PY_HANDLER: &str = "def handler(event, context):\n    return event\n";
 const NODE_HANDLER: &str = "exports.handler = async (event) => event;\n";
 
-fn zip_of(name: &str, text: &[u8], mode: u32) -> Result<Vec<u8>> {
+pub(crate) fn zip_of(name: &str, text: &[u8], mode: u32) -> Result<Vec<u8>> {
     use std::io::Write;
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     w.start_file(name, zip::write::SimpleFileOptions::default().unix_permissions(mode))?;

@@ -19,6 +19,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct ServerProcess {
     pub addr: SocketAddr,
+    /// The API gateway's data plane.
+    pub gateway: SocketAddr,
     child: Child,
     stopped: bool,
     _data_dir: tempfile::TempDir,
@@ -37,6 +39,7 @@ impl ServerProcess {
         let data_dir = tempfile::Builder::new().prefix("quarters-bench-").tempdir().context("creating a data dir")?;
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let gateway: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut cmd = Command::new(quarters);
         cmd.arg("serve");
         if !hardening {
@@ -48,6 +51,8 @@ impl ServerProcess {
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(["--idle-timeout", "600"])
+            .arg("--gateway-listen")
+            .arg(gateway.to_string())
             .env("QUARTERS_LOG", "warn")
             .env_remove("QUARTERS_NO_HARDENING")
             .stdin(Stdio::null())
@@ -65,7 +70,7 @@ impl ServerProcess {
                 }
             });
         }
-        let mut server = ServerProcess { addr, child, stopped: false, _data_dir: data_dir };
+        let mut server = ServerProcess { addr, gateway, child, stopped: false, _data_dir: data_dir };
         if let Err(e) = server.wait_ready().await {
             server.stop().await;
             return Err(e);
