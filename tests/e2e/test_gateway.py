@@ -542,3 +542,20 @@ def run_load_post(url, key, rate, seconds, latencies):
         assert status == 201
         latencies.append(time.perf_counter() - t0)
         n += 1
+
+
+def test_per_method_throttle_of_a_usage_plan(server, fns):
+    """A plan's stage may throttle one method tighter than the plan ("/path/METHOD")."""
+    api = Api(server)
+    api.route("/m", fns["echo"], tenant="'t'", key=True)
+    api.route("/m", fns["echo"], method="POST", tenant="'t'", key=True)
+    api.deploy()
+    gw = api.gw
+    plan = gw.create_usage_plan(name=unique("plan"), throttle={"rateLimit": 1000, "burstLimit": 1000},
+                                apiStages=[{"apiId": api.id, "stage": "prod",
+                                            "throttle": {"/m/GET": {"rateLimit": 0.1, "burstLimit": 1}}}])["id"]
+    key = gw.create_api_key(name=unique("key"), enabled=True)
+    gw.create_usage_plan_key(usagePlanId=plan, keyId=key["id"], keyType="API_KEY")
+    h = {"x-api-key": key["value"]}
+    assert [call(api.url("/m"), headers=h)[0] for _ in range(3)] == [201, 429, 429]
+    assert [call(api.url("/m"), method="POST", headers=h, body="{}")[0] for _ in range(3)] == [201, 201, 201]

@@ -72,7 +72,11 @@ struct Integration {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum IntegrationKind {
+    /// `AWS_PROXY`, payload format 1.0 (REST APIs).
     Proxy,
+    /// `AWS_PROXY` with `payloadFormatVersion: "2.0"` (HTTP APIs' format; a Quarters extension
+    /// for REST APIs, set through the app file or the JSON API).
+    ProxyV2,
     Custom,
     Mock,
 }
@@ -306,7 +310,9 @@ fn compile_stage(api_id: &str, name: &str, stage: &Value, dep: &Value) -> Result
         let mut methods = HashMap::new();
         for (verb, m) in r.get("resourceMethods").and_then(Value::as_object).into_iter().flatten() {
             let Some(integ) = m.get("methodIntegration") else { continue };
+            let v2 = integ.get("payloadFormatVersion").and_then(Value::as_str) == Some("2.0");
             let kind = match integ.get("type").and_then(Value::as_str) {
+                Some("AWS_PROXY") if v2 => IntegrationKind::ProxyV2,
                 Some("AWS_PROXY") => IntegrationKind::Proxy,
                 Some("AWS") => IntegrationKind::Custom,
                 _ => IntegrationKind::Mock,
@@ -849,6 +855,7 @@ impl Gateway {
         }
         let payload = match integ.kind {
             IntegrationKind::Proxy => Bytes::from(proxy::event_v1(req, route, ctx).to_string()),
+            IntegrationKind::ProxyV2 => Bytes::from(proxy::event_v2(req, route, ctx).to_string()),
             _ if req.body.iter().all(u8::is_ascii_whitespace) => Bytes::from_static(b"{}"),
             _ => req.body.clone(),
         };
@@ -861,7 +868,10 @@ impl Gateway {
         };
         match out {
             InvokeOutcome::Ok { payload, function_error } => match integ.kind {
-                IntegrationKind::Proxy if function_error => proxy::malformed_gateway_response(),
+                IntegrationKind::Proxy | IntegrationKind::ProxyV2 if function_error => {
+                    proxy::malformed_gateway_response()
+                }
+                IntegrationKind::ProxyV2 => proxy::response_v2(&payload),
                 IntegrationKind::Proxy => match proxy::response_v1(&payload) {
                     Ok(r) => r,
                     Err(e) => {
