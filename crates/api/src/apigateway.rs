@@ -243,11 +243,7 @@ async fn get_authorizer(State(app): State<Arc<App>>, Path((api, id)): Two) -> R 
 }
 
 async fn delete_authorizer(State(app): State<Arc<App>>, Path((api, id)): Two) -> R {
-    run(&app, move |s| {
-        mgmt::authorizer(s, &api, &id)?;
-        s.delete(Kind::Authorizer, &api, &id)
-    })
-    .await?;
+    run(&app, move |s| mgmt::delete_authorizer(s, &api, &id)).await?;
     accepted()
 }
 

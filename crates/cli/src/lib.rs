@@ -1,5 +1,6 @@
 //! The `quarters` command line: the server, a client of its API, the demo and the bench.
 
+mod app;
 mod client;
 mod demo;
 mod server;
@@ -43,27 +44,36 @@ enum Command {
         #[arg(long)]
         exit: bool,
     },
-    /// Deploy a function from a directory, a zip, or a single executable (as `bootstrap`).
+    /// Deploy a function from a directory, a zip, or a single executable (as `bootstrap`); or
+    /// apply an app file (`app.toml`): functions, REST API routes, authorizers, usage plans, API
+    /// keys and custom domains, created or updated to match it (`--dry-run` shows what would change).
     ///
     /// Without --runtime, a directory's contents decide: `bootstrap` is a custom runtime,
     /// `index.mjs`/`index.js` Node.js, `*.py` Python (on the server's interpreter version).
     Deploy {
+        /// A directory, zip or executable (with --name), or an app file ending in `.toml`.
         path: PathBuf,
+        /// The function's name (for a directory, zip or executable).
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         /// `provided.al2023`, `python3.9`..`python3.14`, `nodejs18.x`..`nodejs24.x`.
         #[arg(long)]
         runtime: Option<String>,
         /// `bootstrap` for custom runtimes; `file.function` for Python and Node.js.
         #[arg(long)]
         handler: Option<String>,
-        #[arg(long, default_value_t = 128)]
-        memory: u32,
-        #[arg(long, default_value_t = 3)]
-        timeout: u32,
-        /// Tenant isolation: `per-tenant` or `none` (fixed at creation).
-        #[arg(long, default_value = "none", value_parser = ["none", "per-tenant"])]
-        tenancy: String,
+        /// Memory in MB [default: 128].
+        #[arg(long)]
+        memory: Option<u32>,
+        /// Timeout in seconds [default: 3].
+        #[arg(long)]
+        timeout: Option<u32>,
+        /// Tenant isolation: `per-tenant` or `none` (fixed at creation) [default: none].
+        #[arg(long, value_parser = ["none", "per-tenant"])]
+        tenancy: Option<String>,
+        /// With an app file: print what would be created and updated, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -236,11 +246,49 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo { server, exit } => demo::run(&server, exit).await?,
         Command::Bench(args) => quarters_bench::run(args).await?,
-        Command::Deploy { path, name, runtime, handler, memory, timeout, tenancy, endpoint } => {
+        Command::Deploy { path, name, runtime, handler, memory, timeout, tenancy, dry_run, endpoint } => {
+            let quarters = Client::new(&endpoint.endpoint);
+            if app::is_app_file(&path) {
+                let given: Vec<&str> = [
+                    ("--name", name.is_some()),
+                    ("--runtime", runtime.is_some()),
+                    ("--handler", handler.is_some()),
+                    ("--memory", memory.is_some()),
+                    ("--timeout", timeout.is_some()),
+                    ("--tenancy", tenancy.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(flag, set)| set.then_some(flag))
+                .collect();
+                if !given.is_empty() {
+                    let verb = if given.len() == 1 { "does" } else { "do" };
+                    anyhow::bail!(
+                        "{} {verb} not apply to an app file: set them in {}",
+                        given.join(", "),
+                        path.display()
+                    );
+                }
+                app::deploy(&quarters, &path, dry_run).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let Some(name) = name else {
+                anyhow::bail!(
+                    "--name is required to deploy a directory, zip or executable (an app file's name ends in .toml)"
+                );
+            };
+            if dry_run {
+                anyhow::bail!("--dry-run is for app files (.toml)");
+            }
             let (runtime, handler) = client::detect_runtime(&path, runtime, handler)?;
             let zip = client::package(&path)?;
-            let opts = DeployOptions { runtime, handler, memory, timeout, per_tenant: tenancy == "per-tenant" };
-            let cfg = Client::new(&endpoint.endpoint).deploy(&name, &zip, &opts).await?;
+            let opts = DeployOptions {
+                runtime,
+                handler,
+                memory: memory.unwrap_or(128),
+                timeout: timeout.unwrap_or(3),
+                per_tenant: tenancy.as_deref() == Some("per-tenant"),
+            };
+            let cfg = quarters.deploy(&name, &zip, &opts).await?;
             println!(
                 "deployed {} ({}, handler {}; {} bytes, CodeSha256 {})",
                 name,

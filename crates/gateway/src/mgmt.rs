@@ -217,6 +217,34 @@ fn set_method(s: &Store, api: &str, mut res: Value, m: &str, method: Option<Valu
     s.put(Kind::Resource, api, &rid, &res)
 }
 
+/// A method's authorization type, and the authorizer and validator it names, must be real:
+/// AWS answers BadRequestException (not NotFound) for a method naming a missing one.
+fn check_method_refs(s: &Store, api: &str, method: &Value) -> Result<(), GatewayError> {
+    let auth = method.get("authorizationType").and_then(Value::as_str).unwrap_or_default();
+    if !matches!(auth, "NONE" | "AWS_IAM" | "CUSTOM" | "COGNITO_USER_POOLS") {
+        return Err(bad(format!("Invalid authorization type specified: {auth}")));
+    }
+    if matches!(auth, "CUSTOM" | "COGNITO_USER_POOLS") {
+        let known = method
+            .get("authorizerId")
+            .and_then(Value::as_str)
+            .map(|az| s.get(Kind::Authorizer, api, az))
+            .transpose()?
+            .flatten();
+        if known.is_none() {
+            return Err(bad(
+                "Invalid authorizer ID specified. Setting the authorization type to CUSTOM or COGNITO_USER_POOLS requires a valid authorizer.",
+            ));
+        }
+    }
+    if let Some(v) = method.get("requestValidatorId").and_then(Value::as_str)
+        && s.get(Kind::RequestValidator, api, v)?.is_none()
+    {
+        return Err(bad("Invalid Request Validator identifier specified"));
+    }
+    Ok(())
+}
+
 fn check_method_parameters(params: Option<&Value>) -> Result<(), GatewayError> {
     let Some(p) = params else { return Ok(()) };
     let map = p.as_object().ok_or_else(|| bad("requestParameters must be a map"))?;
@@ -241,17 +269,7 @@ pub fn put_method(s: &Store, api: &str, rid: &str, m: &str, input: &Value) -> Re
     let res = resource(s, api, rid)?;
     let m = check_method(m)?;
     let auth = req_str(input, "authorizationType")?;
-    if !matches!(auth, "NONE" | "AWS_IAM" | "CUSTOM" | "COGNITO_USER_POOLS") {
-        return Err(bad(format!("Invalid authorization type specified: {auth}")));
-    }
-    if auth == "CUSTOM" || auth == "COGNITO_USER_POOLS" {
-        let az = req_str(input, "authorizerId")
-            .map_err(|_| bad("Authorizer ID must be specified for CUSTOM authorization"))?;
-        authorizer(s, api, az)?;
-    }
-    if let Some(v) = input.get("requestValidatorId").and_then(Value::as_str) {
-        validator(s, api, v)?;
-    }
+    check_method_refs(s, api, input)?;
     check_method_parameters(input.get("requestParameters"))?;
     let mut doc = Map::new();
     doc.insert("httpMethod".into(), json!(m));
@@ -301,6 +319,7 @@ pub fn update_method(s: &Store, api: &str, rid: &str, m: &str, input: &Value) ->
             "/operationName",
         ],
     )?;
+    check_method_refs(s, api, &doc)?;
     check_method_parameters(doc.get("requestParameters"))?;
     set_method(s, api, res, &m, Some(doc.clone()))?;
     Ok(doc)
@@ -450,25 +469,7 @@ pub fn create_authorizer(s: &Store, api: &str, input: &Value) -> Result<Value, G
     rest_api(s, api)?;
     let name = req_str(input, "name")?;
     let kind = req_str(input, "type")?;
-    match kind {
-        "TOKEN" | "REQUEST" => {
-            let uri = req_str(input, "authorizerUri")?;
-            if function_of_uri(uri).is_none() {
-                return Err(bad(format!("Invalid authorizer URI specified: {uri}")));
-            }
-        }
-        "JWT" => {
-            jwt_config(input)?;
-        }
-        "COGNITO_USER_POOLS" => {
-            return Err(bad("COGNITO_USER_POOLS authorizers are not supported by Quarters; use type JWT"));
-        }
-        other => return Err(bad(format!("Invalid authorizer type specified: {other}"))),
-    }
     let ttl = input.get("authorizerResultTtlInSeconds").and_then(Value::as_i64).unwrap_or(300);
-    if !(0..=3600).contains(&ttl) {
-        return Err(bad("Authorizer result TTL must be between 0 and 3600 seconds"));
-    }
     let source = input
         .get("identitySource")
         .and_then(Value::as_str)
@@ -490,8 +491,38 @@ pub fn create_authorizer(s: &Store, api: &str, input: &Value) -> Result<Value, G
         &["authorizerUri", "authorizerCredentials", "identityValidationExpression", "providerARNs", "authType"],
     );
     let doc = Value::Object(doc);
+    check_authorizer(&doc)?;
     s.put(Kind::Authorizer, api, &id, &doc)?;
     Ok(doc)
+}
+
+/// An authorizer the data plane can serve: its type, its function or JWT settings, its TTL and
+/// its identity sources (each a mapping expression the data plane evaluates).
+fn check_authorizer(doc: &Value) -> Result<(), GatewayError> {
+    match req_str(doc, "type")? {
+        "TOKEN" | "REQUEST" => {
+            let uri = req_str(doc, "authorizerUri")?;
+            if function_of_uri(uri).is_none() {
+                return Err(bad(format!("Invalid authorizer URI specified: {uri}")));
+            }
+        }
+        "JWT" => {
+            jwt_config(doc)?;
+        }
+        "COGNITO_USER_POOLS" => {
+            return Err(bad("COGNITO_USER_POOLS authorizers are not supported by Quarters; use type JWT"));
+        }
+        other => return Err(bad(format!("Invalid authorizer type specified: {other}"))),
+    }
+    let ttl = doc.get("authorizerResultTtlInSeconds").and_then(Value::as_i64).unwrap_or(300);
+    if !(0..=3600).contains(&ttl) {
+        return Err(bad("Authorizer result TTL must be between 0 and 3600 seconds"));
+    }
+    let sources = doc.get("identitySource").and_then(Value::as_str).unwrap_or_default();
+    for src in sources.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        crate::proxy::Source::parse(src).map_err(|_| bad(format!("Invalid identity source specified: {src}")))?;
+    }
+    Ok(())
 }
 
 /// A JWT authorizer's settings, from `providerARNs` entries `key=value` (`issuer=`, `audience=`,
@@ -538,20 +569,59 @@ pub fn authorizer(s: &Store, api: &str, id: &str) -> Result<Value, GatewayError>
 
 pub fn update_authorizer(s: &Store, api: &str, id: &str, input: &Value) -> Result<Value, GatewayError> {
     let mut doc = authorizer(s, api, id)?;
-    apply_patch(
-        &mut doc,
-        input,
-        &[
-            "/name",
-            "/authorizerUri",
-            "/identitySource",
-            "/identityValidationExpression",
-            "/authorizerResultTtlInSeconds",
-            "/providerARNs",
-        ],
-    )?;
+    for op in input.get("patchOperations").and_then(Value::as_array).into_iter().flatten() {
+        // `providerARNs` is a list: `add` appends the value, `remove` takes it out.
+        if op.get("path").and_then(Value::as_str) == Some("/providerARNs") {
+            let value = op.get("value").and_then(Value::as_str).unwrap_or_default();
+            let list = doc
+                .as_object_mut()
+                .map(|o| o.entry("providerARNs").or_insert_with(|| json!([])))
+                .and_then(Value::as_array_mut)
+                .ok_or_else(|| GatewayError::Internal("stored providerARNs is not a list".into()))?;
+            match op.get("op").and_then(Value::as_str).unwrap_or_default() {
+                "add" if !list.iter().any(|v| v == value) => list.push(json!(value)),
+                "add" => {}
+                "remove" => list.retain(|v| v != value),
+                other => {
+                    return Err(bad(format!(
+                        "Invalid patch operation specified. Must be one of: [add, remove] for /providerARNs: {other}"
+                    )));
+                }
+            }
+            continue;
+        }
+        apply_patch(
+            &mut doc,
+            &json!({"patchOperations": [op]}),
+            &[
+                "/name",
+                "/authorizerUri",
+                "/identitySource",
+                "/identityValidationExpression",
+                "/authorizerResultTtlInSeconds",
+            ],
+        )?;
+    }
+    check_authorizer(&doc)?;
     s.put(Kind::Authorizer, api, id, &doc)?;
     Ok(doc)
+}
+
+/// DeleteAuthorizer: refused while a method uses it.
+pub fn delete_authorizer(s: &Store, api: &str, id: &str) -> Result<(), GatewayError> {
+    authorizer(s, api, id)?;
+    for r in s.list(Kind::Resource, api)? {
+        for (m, def) in r.get("resourceMethods").and_then(Value::as_object).into_iter().flatten() {
+            if def.get("authorizerId").and_then(Value::as_str) == Some(id) {
+                let path = r.get("path").and_then(Value::as_str).unwrap_or("/");
+                return Err(GatewayError::Conflict(format!(
+                    "Cannot delete authorizer, is referenced in method: {m}/{path}"
+                )));
+            }
+        }
+    }
+    s.delete(Kind::Authorizer, api, id)?;
+    Ok(())
 }
 
 pub fn create_validator(s: &Store, api: &str, input: &Value) -> Result<Value, GatewayError> {
@@ -593,6 +663,12 @@ pub fn create_deployment(s: &Store, api: &str, input: &Value) -> Result<Value, G
     if methods == 0 {
         return Err(bad("The REST API doesn't contain any methods"));
     }
+    // Refuse a bad stage before anything is stored, so a failed deployment leaves nothing behind.
+    let stage_name = input.get("stageName").and_then(Value::as_str).filter(|s| !s.is_empty());
+    if let Some(name) = stage_name {
+        check_stage_name(name)?;
+        check_variables(input.get("variables"))?;
+    }
     let id = new_id();
     let mut doc = Map::new();
     doc.insert("id".into(), json!(id));
@@ -624,7 +700,7 @@ pub fn create_deployment(s: &Store, api: &str, input: &Value) -> Result<Value, G
     );
     let doc = Value::Object(doc);
     s.put(Kind::Deployment, api, &id, &doc)?;
-    if let Some(stage) = input.get("stageName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(stage) = stage_name {
         match s.get(Kind::Stage, api, stage)? {
             Some(mut st) => {
                 if let Some(o) = st.as_object_mut() {
@@ -685,12 +761,17 @@ fn check_variables(v: Option<&Value>) -> Result<(), GatewayError> {
     Ok(())
 }
 
-pub fn create_stage(s: &Store, api: &str, input: &Value) -> Result<Value, GatewayError> {
-    rest_api(s, api)?;
-    let name = req_str(input, "stageName")?;
+fn check_stage_name(name: &str) -> Result<(), GatewayError> {
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || name.len() > 128 {
         return Err(bad("Stage name only allows a-zA-Z0-9_-"));
     }
+    Ok(())
+}
+
+pub fn create_stage(s: &Store, api: &str, input: &Value) -> Result<Value, GatewayError> {
+    rest_api(s, api)?;
+    let name = req_str(input, "stageName")?;
+    check_stage_name(name)?;
     let dep = req_str(input, "deploymentId")?;
     deployment(s, api, dep)?;
     check_variables(input.get("variables"))?;
@@ -910,14 +991,37 @@ pub fn delete_api_key(s: &Store, id: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// A usage plan's stages as `apiId:stage`.
+fn plan_stages(plan: &Value) -> Vec<String> {
+    plan.get("apiStages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|st| Some(format!("{}:{}", st.get("apiId")?.as_str()?, st.get("stage")?.as_str()?)))
+        .collect()
+}
+
 pub fn create_usage_plan_key(s: &Store, plan: &str, input: &Value) -> Result<Value, GatewayError> {
-    usage_plan(s, plan)?;
+    let plan_doc = usage_plan(s, plan)?;
     let key_id = req_str(input, "keyId")?;
     let kind = req_str(input, "keyType")?;
     if kind != "API_KEY" {
         return Err(bad(format!("Invalid key type specified: {kind}")));
     }
     let key = api_key(s, key_id)?;
+    // A key may be in one plan per API stage, or which plan's limits apply would be ambiguous.
+    let stages = plan_stages(&plan_doc);
+    for (other, k) in s.list_all(Kind::UsagePlanKey)? {
+        if other == plan || k.get("id").and_then(Value::as_str) != Some(key_id) {
+            continue;
+        }
+        let Some(other_doc) = s.get(Kind::UsagePlan, "", &other)? else { continue };
+        if let Some(shared) = plan_stages(&other_doc).into_iter().find(|st| stages.contains(st)) {
+            return Err(GatewayError::Conflict(format!(
+                "Usage Plan {plan} cannot be added because API Key {key_id} cannot reference multiple Usage Plans with the same API Stage: {shared}"
+            )));
+        }
+    }
     let doc = json!({"id": key_id, "type": "API_KEY", "value": key.get("value"), "name": key.get("name")});
     if !s.insert_new(Kind::UsagePlanKey, plan, key_id, &doc)? {
         return Err(GatewayError::Conflict(format!(
@@ -942,13 +1046,7 @@ pub fn parse_date(d: &str) -> Option<u64> {
     if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
         return None;
     }
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = quarters_types::time::days_from_civil(y, m as u32, day as u32);
     u64::try_from(days).ok().map(|d| d * 86_400_000)
 }
 
@@ -1061,7 +1159,9 @@ pub fn create_base_path_mapping(s: &Store, domain: &str, input: &Value) -> Resul
     let domain = domain.to_ascii_lowercase();
     domain_name(s, &domain)?;
     let api = req_str(input, "restApiId")?;
-    rest_api(s, api)?;
+    if s.get(Kind::RestApi, "", api)?.is_none() {
+        return Err(bad("Invalid REST API identifier specified"));
+    }
     let base = input.get("basePath").and_then(Value::as_str).filter(|b| !b.is_empty()).unwrap_or("(none)");
     if base != "(none)" && !base.chars().all(|c| c.is_ascii_alphanumeric() || "-._~/".contains(c)) {
         return Err(bad(format!("Invalid base path: {base}")));
@@ -1214,6 +1314,57 @@ mod tests {
         assert_eq!(function_of_uri(uri), Some("arn:aws:lambda:us-east-1:000000000000:function:f"));
         delete_resource(&s, &id, &oid).expect("delete subtree");
         assert_eq!(s.list(Kind::Resource, &id).expect("list").len(), 1);
+    }
+
+    #[test]
+    fn references_between_objects_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("store");
+        let api = create_rest_api(&s, &json!({"name": "refs"})).expect("api");
+        let id = api["id"].as_str().expect("id").to_string();
+        let root = api["rootResourceId"].as_str().expect("root").to_string();
+        // A method naming a missing authorizer or validator is a bad request, not a missing method.
+        let e = put_method(&s, &id, &root, "GET", &json!({"authorizationType": "CUSTOM", "authorizerId": "nope"}))
+            .expect_err("no authorizer");
+        assert!(matches!(e, GatewayError::BadRequest(_)));
+        let e = put_method(&s, &id, &root, "GET", &json!({"authorizationType": "NONE", "requestValidatorId": "nope"}))
+            .expect_err("no validator");
+        assert!(matches!(e, GatewayError::BadRequest(_)));
+        // Identity sources must be expressions the data plane can evaluate.
+        let uri = "arn:aws:lambda:us-east-1:000000000000:function:auth";
+        let req = json!({"name": "a", "type": "REQUEST", "authorizerUri": uri, "identitySource": "nonsense"});
+        assert!(matches!(create_authorizer(&s, &id, &req), Err(GatewayError::BadRequest(_))));
+        let az = create_authorizer(&s, &id, &json!({"name": "a", "type": "TOKEN", "authorizerUri": uri})).expect("az");
+        let az = az["id"].as_str().expect("id");
+        put_method(&s, &id, &root, "GET", &json!({"authorizationType": "CUSTOM", "authorizerId": az})).expect("m");
+        let e = update_method(
+            &s,
+            &id,
+            &root,
+            "GET",
+            &json!({"patchOperations": [{"op": "replace", "path": "/authorizerId", "value": "nope"}]}),
+        )
+        .expect_err("bad update");
+        assert!(matches!(e, GatewayError::BadRequest(_)));
+        // An authorizer in use stays.
+        assert!(matches!(delete_authorizer(&s, &id, az), Err(GatewayError::Conflict(_))));
+        delete_method(&s, &id, &root, "GET").expect("delete method");
+        delete_authorizer(&s, &id, az).expect("delete authorizer");
+        // A bad stage refuses the deployment before it is stored.
+        put_method(&s, &id, &root, "GET", &json!({"authorizationType": "NONE"})).expect("m");
+        put_integration(&s, &id, &root, "GET", &json!({"type": "AWS_PROXY", "uri": uri})).expect("i");
+        assert!(create_deployment(&s, &id, &json!({"stageName": "a b"})).is_err());
+        assert!(s.list(Kind::Deployment, &id).expect("list").is_empty());
+        // One key, two plans on one stage: refused.
+        create_deployment(&s, &id, &json!({"stageName": "prod"})).expect("deploy");
+        let stages = json!([{"apiId": id, "stage": "prod"}]);
+        let p1 = create_usage_plan(&s, &json!({"name": "a", "apiStages": stages})).expect("p1");
+        let p2 = create_usage_plan(&s, &json!({"name": "b", "apiStages": stages})).expect("p2");
+        let key = create_api_key(&s, &json!({"name": "k"})).expect("key");
+        let pk = json!({"keyId": key["id"], "keyType": "API_KEY"});
+        create_usage_plan_key(&s, p1["id"].as_str().expect("id"), &pk).expect("first plan");
+        let e = create_usage_plan_key(&s, p2["id"].as_str().expect("id"), &pk).expect_err("second plan");
+        assert!(matches!(e, GatewayError::Conflict(_)));
     }
 
     #[test]

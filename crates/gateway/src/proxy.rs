@@ -177,18 +177,10 @@ fn body_fields(body: &[u8]) -> (Value, bool) {
     }
 }
 
-/// Days since 1970-01-01 → (year, month 1..=12, day 1..=31) in the proleptic Gregorian calendar.
+/// Days since 1970-01-01 → (year, month 1..=12, day 1..=31).
 fn civil_from_days(days: i64) -> (i64, usize, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, usize::try_from(month).unwrap_or(1), day)
+    let (y, m, d) = quarters_types::time::civil(days);
+    (y, m as usize, i64::from(d))
 }
 
 /// Epoch milliseconds as API Gateway writes request times: `09/Apr/2015:12:34:56 +0000`.

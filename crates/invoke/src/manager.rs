@@ -814,7 +814,11 @@ impl Manager {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if lock(&self.inner.state).all.is_empty()
-                && std::fs::read_dir(&self.inner.cfg.run_dir).map(|d| d.count() == 0).unwrap_or(true)
+                // Environments' run directories are gone (the runtimes' files stay until the
+                // server's own clean-up).
+                && std::fs::read_dir(&self.inner.cfg.run_dir)
+                    .map(|d| d.filter_map(Result::ok).all(|e| e.file_name() == RUNTIMES_DIR))
+                    .unwrap_or(true)
             {
                 break;
             }
