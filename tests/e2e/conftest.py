@@ -166,7 +166,13 @@ def fresh_server(tmp_path):
     """A server of the test's own (for restart and shutdown tests)."""
     s = Server(tmp_path / "data")
     yield s
-    s.stop(signal.SIGKILL) if s.proc and s.proc.poll() is None else None
+    # A clean stop, so its sandboxes' mounts and loop devices go with it (a SIGKILL leaves them
+    # to the next start of this data directory, which never comes).
+    if s.proc and s.proc.poll() is None:
+        try:
+            s.stop(signal.SIGTERM, timeout=30)
+        except subprocess.TimeoutExpired:
+            s.stop(signal.SIGKILL)
 
 
 @pytest.fixture

@@ -559,3 +559,26 @@ def test_per_method_throttle_of_a_usage_plan(server, fns):
     h = {"x-api-key": key["value"]}
     assert [call(api.url("/m"), headers=h)[0] for _ in range(3)] == [201, 429, 429]
     assert [call(api.url("/m"), method="POST", headers=h, body="{}")[0] for _ in range(3)] == [201, 201, 201]
+
+
+def test_payload_format_2_0(server, fns):
+    """A proxy integration that asks for payload format 2.0 (through the JSON API; boto3's model
+    has no such field) gets HTTP APIs' event, and a plain return value becomes a 200 JSON body."""
+    api = Api(server)
+    rid = api.resource("/v2/{id}")
+    api.gw.put_method(restApiId=api.id, resourceId=rid, httpMethod="GET", authorizationType="NONE")
+    body = json.dumps({"type": "AWS_PROXY", "httpMethod": "POST", "uri": uri(fns["echo"]), "payloadFormatVersion": "2.0",
+                       "requestParameters": {"integration.request.header.X-Amz-Tenant-Id": "'v2-tenant'"}})
+    url = f"{server.endpoint}/restapis/{api.id}/resources/{rid}/methods/GET/integration"
+    status, _, out = call(url, method="PUT", headers={"content-type": "application/json"}, body=body)
+    assert status == 201 and json.loads(out)["payloadFormatVersion"] == "2.0", out
+    bad = body.replace('"2.0"', '"3.0"')
+    assert call(url, method="PUT", headers={"content-type": "application/json"}, body=bad)[0] == 400
+    api.deploy()
+    status, _, out = call(api.url("/v2/9?x=1&x=2"), headers={"Cookie": "a=1; b=2", "X-Dup": "p"})
+    assert status == 201, out
+    ev = json.loads(out)["event"]
+    assert ev["version"] == "2.0" and ev["routeKey"] == "GET /v2/{id}"
+    assert ev["rawQueryString"] == "x=1&x=2" and ev["queryStringParameters"] == {"x": "1,2"}
+    assert ev["cookies"] == ["a=1", "b=2"] and ev["pathParameters"] == {"id": "9"}
+    assert ev["requestContext"]["http"]["method"] == "GET" and json.loads(out)["tenant"] == "v2-tenant"

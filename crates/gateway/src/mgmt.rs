@@ -380,9 +380,20 @@ pub fn put_integration(s: &Store, api: &str, rid: &str, m: &str, input: &Value) 
     if !(50..=29_000).contains(&timeout) {
         return Err(bad("Timeout should be between 50 ms and 29000 ms"));
     }
+    // Beyond REST APIs: an `AWS_PROXY` integration may ask for HTTP APIs' payload format 2.0
+    // (not in boto3's model; the JSON API and the app file take it).
+    let format = input.get("payloadFormatVersion").and_then(Value::as_str);
+    if let Some(f) = format
+        && (!matches!(f, "1.0" | "2.0") || kind != "AWS_PROXY")
+    {
+        return Err(bad(format!("Invalid payloadFormatVersion {f}: 1.0 or 2.0, for AWS_PROXY integrations")));
+    }
     let mut doc = Map::new();
     doc.insert("type".into(), json!(kind));
     doc.insert("timeoutInMillis".into(), json!(timeout));
+    if let Some(f) = format {
+        doc.insert("payloadFormatVersion".into(), json!(f));
+    }
     doc.insert("passthroughBehavior".into(), json!("WHEN_NO_MATCH"));
     doc.insert("cacheNamespace".into(), json!(rid));
     doc.insert("cacheKeyParameters".into(), json!([]));
