@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 import zipfile
@@ -23,6 +24,41 @@ TARGET = pathlib.Path(os.environ.get("QUARTERS_TARGET_DIR", ROOT / "target" / "r
 QUARTERS = TARGET / "quarters"
 ROLE = "arn:aws:iam::000000000000:role/quarters-test"
 CREDS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+# Every server of the suite is started with these admin keys; the CLI and the aws CLI read them
+# from the environment.
+os.environ.update(CREDS)
+ADMIN_ARGS = ["--admin-access-key-id", CREDS["AWS_ACCESS_KEY_ID"],
+              "--admin-secret-access-key", CREDS["AWS_SECRET_ACCESS_KEY"]]
+# The ports of Quarters' AWS endpoints (not the gateway's data plane): urllib requests to them
+# are signed with SigV4 as an AWS SDK would.
+API_PORTS = set()
+
+
+class _SignForQuarters(urllib.request.BaseHandler):
+    """Signs plain urllib requests to a Quarters endpoint (the suite's raw HTTP calls to
+    /quarters/v1, /metrics...) with the admin keys, as botocore signs its own."""
+
+    handler_order = 999  # after urllib has set Host and Content-Type
+
+    def http_request(self, req):
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+        url = urllib.parse.urlsplit(req.full_url)
+        if url.port not in API_PORTS or req.has_header("Authorization") or req.has_header("X-no-sign"):
+            return req
+        headers = dict(req.header_items())
+        service = "logs" if headers.get("X-amz-target", "").startswith("Logs_") else "lambda"
+        aws = AWSRequest(method=req.get_method(), url=req.full_url, data=req.data or b"", headers=headers)
+        SigV4Auth(Credentials(CREDS["AWS_ACCESS_KEY_ID"], CREDS["AWS_SECRET_ACCESS_KEY"]), service,
+                  CREDS["AWS_DEFAULT_REGION"]).add_auth(aws)
+        for k in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
+            if k in aws.headers:
+                req.add_unredirected_header(k, aws.headers[k])
+        return req
+
+
+urllib.request.install_opener(urllib.request.build_opener(_SignForQuarters()))
 
 
 def free_port():
@@ -44,6 +80,7 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.gateway_port = free_port()
+        API_PORTS.add(self.port)
         self.extra_args = list(extra_args)
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
@@ -63,7 +100,7 @@ class Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(QUARTERS), "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir),
-             "--gateway-listen", f"127.0.0.1:{self.gateway_port}", *self.extra_args],
+             "--gateway-listen", f"127.0.0.1:{self.gateway_port}", *self.auth_args(), *self.extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
@@ -79,6 +116,11 @@ class Server:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"server not ready in {timeout}s:\n{self.log()}")
+
+    def auth_args(self):
+        """The suite's admin keys, unless the test chose its own or turned authentication off."""
+        chosen = any(a in self.extra_args for a in ("--no-auth", "--admin-access-key-id"))
+        return [] if chosen else ADMIN_ARGS
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc and self.proc.poll() is None:

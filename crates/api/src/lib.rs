@@ -3,6 +3,7 @@
 //! AWS-shaped responses in [`error`].
 
 pub mod apigateway;
+pub mod auth;
 pub mod cwlogs;
 mod error;
 pub mod events;
@@ -25,7 +26,6 @@ pub use error::ApiError;
 use quarters_control::ControlPlane;
 use quarters_invoke::Manager;
 use quarters_telemetry::LogStore;
-use tower::Layer;
 
 /// Everything the handlers share.
 pub struct App {
@@ -46,6 +46,8 @@ pub struct App {
     pub base_url: String,
     /// The API gateway: its store (managed here) and its data plane (`--gateway-listen`).
     pub gateway: Arc<quarters_gateway::dataplane::Gateway>,
+    /// SigV4 verification of every request (or none, with `--no-auth`).
+    pub auth: auth::Authenticator,
 }
 
 /// The request id of the request being served (`x-amzn-RequestId`).
@@ -243,6 +245,7 @@ pub async fn serve(
     let manager = app.manager.clone();
     let events = app.events.clone();
     let by_path = router(app.clone());
+    let authn = app.auth.clone();
     let logs = logs_router(app);
     // One endpoint for every service: the request's SigV4 scope (or target) picks the service's
     // routes; an unsigned request is routed by path.
@@ -251,10 +254,16 @@ pub async fn serve(
             Some(service::Service::Logs) => logs.clone(),
             Some(service::Service::Lambda | service::Service::ApiGateway) | None => by_path.clone(),
         };
-        tower::ServiceExt::oneshot(routes, req)
+        let authn = authn.clone();
+        async move {
+            // The signature covers the path as sent; only then is it normalised.
+            match authn.authenticate(req).await {
+                Ok(req) => tower::ServiceExt::oneshot(routes, trim_trailing_slash(req)).await,
+                Err(denied) => Ok(denied),
+            }
+        }
     });
-    let svc = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(dispatch);
-    let result = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(svc))
+    let result = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(dispatch))
         .with_graceful_shutdown(shutdown)
         .await;
     events.shutdown().await;

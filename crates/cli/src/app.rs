@@ -1521,14 +1521,15 @@ impl fmt::Display for ServerError {
 impl std::error::Error for ServerError {}
 
 /// Requests to the Quarters endpoint of a [`Client`], keeping the AWS error type of failures.
-struct Http {
+struct Http<'c> {
     endpoint: String,
     http: reqwest::Client,
+    client: &'c Client,
 }
 
-impl Http {
-    fn new(client: &Client) -> Http {
-        Http { endpoint: client.endpoint.clone(), http: reqwest::Client::new() }
+impl<'c> Http<'c> {
+    fn new(client: &'c Client) -> Http<'c> {
+        Http { endpoint: client.endpoint.clone(), http: reqwest::Client::new(), client }
     }
 
     async fn send(
@@ -1541,7 +1542,7 @@ impl Http {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach Quarters at {}", self.endpoint))?;
+        let resp = self.client.send(req, "lambda").await?;
         let status = resp.status().as_u16();
         let kind = resp
             .headers()
@@ -1677,7 +1678,7 @@ pub async fn observe(client: &Client, app: &AppFile) -> Result<Current> {
 
 /// Wait until a function is Active and not being updated (immediate on Quarters; AWS takes a
 /// moment).
-async fn wait_function(h: &Http, name: &str) -> Result<Value> {
+async fn wait_function(h: &Http<'_>, name: &str) -> Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let v = h.get(&format!("/2015-03-31/functions/{}", urlencode(name))).await?;
@@ -1701,7 +1702,7 @@ async fn wait_function(h: &Http, name: &str) -> Result<Value> {
 }
 
 struct Executor<'a> {
-    h: Http,
+    h: Http<'a>,
     app: &'a AppFile,
     pkgs: &'a BTreeMap<String, Package>,
     cur: &'a Current,

@@ -10,6 +10,10 @@ use serde_json::{Value, json};
 pub struct Client {
     pub endpoint: String,
     http: reqwest::Client,
+    /// Signing credentials (access key, secret, session token), from `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` as the AWS tools read them.
+    creds: Option<(String, String, Option<String>)>,
+    region: String,
 }
 
 pub struct Invoked {
@@ -21,7 +25,52 @@ pub struct Invoked {
 
 impl Client {
     pub fn new(endpoint: &str) -> Self {
-        Self { endpoint: endpoint.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let creds =
+            env("AWS_ACCESS_KEY_ID").zip(env("AWS_SECRET_ACCESS_KEY")).map(|(a, s)| (a, s, env("AWS_SESSION_TOKEN")));
+        let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
+        Self { endpoint: endpoint.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), creds, region }
+    }
+
+    /// The same client signing with these keys (the in-process demo's admin).
+    pub fn with_credentials(mut self, access_key: &str, secret: &str) -> Self {
+        self.creds = Some((access_key.to_owned(), secret.to_owned(), None));
+        self
+    }
+
+    /// Sign (SigV4, as the AWS SDKs do, for `service`) and send a request.
+    pub async fn send(&self, req: reqwest::RequestBuilder, service: &str) -> Result<reqwest::Response> {
+        let mut req = req.build()?;
+        if let Some((key, secret, token)) = &self.creds {
+            let url = req.url().clone();
+            let host = match url.port() {
+                Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
+                None => url.host_str().unwrap_or("").to_owned(),
+            };
+            let body = req.body().and_then(|b| b.as_bytes()).unwrap_or(&[]).to_vec();
+            let mut headers = req.headers().clone();
+            headers.insert(reqwest::header::HOST, reqwest::header::HeaderValue::from_str(&host)?);
+            let amz_date = quarters_sigv4::format_amz_date(quarters_types::time::now_ms() / 1000);
+            let params = quarters_sigv4::SigningParams {
+                access_key_id: key,
+                secret_access_key: secret,
+                session_token: token.as_deref(),
+                region: &self.region,
+                service,
+                amz_date: &amz_date,
+            };
+            quarters_sigv4::sign(
+                req.method().as_str(),
+                url.path(),
+                url.query().unwrap_or(""),
+                &mut headers,
+                &body,
+                &params,
+            )
+            .map_err(|e| anyhow::anyhow!("cannot sign the request: {}", e.message()))?;
+            *req.headers_mut() = headers;
+        }
+        self.http.execute(req).await.with_context(|| format!("cannot reach Quarters at {}", self.endpoint))
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
@@ -30,7 +79,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach Quarters at {}", self.endpoint))?;
+        let resp = self.send(req, "lambda").await?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
         let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
@@ -49,15 +98,13 @@ impl Client {
 
     /// A CloudWatch Logs operation (awsJson1.1 on the same endpoint).
     pub async fn logs(&self, operation: &str, body: Value) -> Result<Value> {
-        let resp = self
+        let req = self
             .http
             .post(format!("{}/", self.endpoint))
             .header("X-Amz-Target", format!("Logs_20140328.{operation}"))
             .header("Content-Type", "application/x-amz-json-1.1")
-            .body(body.to_string())
-            .send()
-            .await
-            .with_context(|| format!("cannot reach Quarters at {}", self.endpoint))?;
+            .body(body.to_string());
+        let resp = self.send(req, "logs").await?;
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if status >= 400 {
@@ -69,12 +116,7 @@ impl Client {
 
     /// Follow a server-sent event stream, calling `on_event` with each `data:` payload.
     pub async fn follow(&self, path: &str, mut on_event: impl FnMut(&str)) -> Result<()> {
-        let mut resp = self
-            .http
-            .get(format!("{}{}", self.endpoint, path))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach Quarters at {}", self.endpoint))?;
+        let mut resp = self.send(self.http.get(format!("{}{}", self.endpoint, path)), "lambda").await?;
         if !resp.status().is_success() {
             let v: Value = resp.json().await.unwrap_or(Value::Null);
             bail!("{}", v.get("message").and_then(Value::as_str).unwrap_or("the tail was refused"));
@@ -112,7 +154,7 @@ impl Client {
         if tail {
             req = req.header("X-Amz-Log-Type", "Tail");
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach Quarters at {}", self.endpoint))?;
+        let resp = self.send(req, "lambda").await?;
         let status = resp.status().as_u16();
         let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let function_error = h("x-amz-function-error");

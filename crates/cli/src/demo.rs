@@ -22,7 +22,10 @@ fn counter_binary() -> Result<PathBuf> {
 pub async fn run(cfg: &ServerConfig, exit: bool) -> Result<()> {
     println!("[1/4] starting Quarters (state in {})", cfg.data_dir.display());
     let server = server::start(cfg).await?;
-    let client = Client::new(&server.endpoint());
+    let mut client = Client::new(&server.endpoint());
+    if let Some((id, secret)) = &server.admin {
+        client = client.with_credentials(id, secret);
+    }
     let result = steps(&client).await;
     if let Err(e) = &result {
         eprintln!("demo failed: {e:#}");
@@ -33,6 +36,12 @@ pub async fn run(cfg: &ServerConfig, exit: bool) -> Result<()> {
     }
     println!();
     println!("Quarters keeps serving at {} (Ctrl-C to stop). Try:", server.endpoint());
+    if let Some((id, _)) = &server.admin {
+        println!(
+            "  export AWS_ACCESS_KEY_ID={id} AWS_SECRET_ACCESS_KEY=<the secret in {}> AWS_DEFAULT_REGION=us-east-1",
+            cfg.data_dir.join("admin-credentials").display()
+        );
+    }
     println!(
         "  aws lambda invoke --endpoint-url {} --function-name counter --tenant-id BlueTenant out.json && cat out.json",
         server.endpoint()

@@ -66,6 +66,17 @@ pub struct ServerConfig {
     /// Account id in ARNs.
     #[arg(long, env = "QUARTERS_ACCOUNT_ID", default_value = "000000000000")]
     pub account_id: String,
+    /// The administrator's access key id (with --admin-secret-access-key). Without them, keys are
+    /// made at the first start of a data directory, shown once, and kept in
+    /// `<data dir>/admin-credentials`.
+    #[arg(long, env = "QUARTERS_ADMIN_ACCESS_KEY_ID", requires = "admin_secret_access_key")]
+    pub admin_access_key_id: Option<String>,
+    /// The administrator's secret access key.
+    #[arg(long, env = "QUARTERS_ADMIN_SECRET_ACCESS_KEY", requires = "admin_access_key_id", hide_env_values = true)]
+    pub admin_secret_access_key: Option<String>,
+    /// Development only: accept requests without a valid SigV4 signature.
+    #[arg(long, env = "QUARTERS_NO_AUTH")]
+    pub no_auth: bool,
     /// Address of the API gateway's data plane (`off`: none).
     #[arg(long, env = "QUARTERS_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub gateway_listen: String,
@@ -76,6 +87,8 @@ pub struct ServerConfig {
 
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The admin's keys (None with authentication off), for the in-process demo's client.
+    pub admin: Option<(String, String)>,
     /// Where the gateway's data plane listens, if it does.
     pub gateway_addr: Option<SocketAddr>,
     gateway_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -263,6 +276,21 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
             .context("opening the image store")?,
     );
     let (usage_at_stop, logs_at_stop) = (usage.clone(), logs.clone());
+    let (auth, admin) = if cfg.no_auth {
+        tracing::warn!("authentication is OFF (--no-auth): anyone who reaches {} can do anything", cfg.listen);
+        (quarters_api::auth::Authenticator::disabled(), None)
+    } else {
+        let given = cfg.admin_access_key_id.clone().zip(cfg.admin_secret_access_key.clone());
+        let ((id, secret), made) =
+            quarters_api::auth::admin_credentials(&data_dir, given).context("the admin credentials")?;
+        if made {
+            eprintln!(
+                "Quarters made its admin credentials (shown once; kept in {}):\n  AWS_ACCESS_KEY_ID={id}\n  AWS_SECRET_ACCESS_KEY={secret}",
+                data_dir.join("admin-credentials").display()
+            );
+        }
+        (quarters_api::auth::Authenticator::new(&id, &secret), Some((id, secret)))
+    };
     let app = Arc::new(App {
         control,
         manager,
@@ -274,6 +302,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         usage,
         base_url: format!("http://{addr}"),
         gateway: gateway.clone(),
+        auth,
     });
     quarters_api::restore_pools(&app);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -303,6 +332,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
     tracing::info!(%addr, data_dir = %data_dir.display(), "quarters is serving the Lambda API");
     Ok(RunningServer {
         addr,
+        admin,
         gateway_addr,
         gateway_task,
         stop: Some(stop_tx),

@@ -1,0 +1,158 @@
+//! Authentication of the one AWS-compatible endpoint: every request must carry a valid AWS
+//! Signature Version 4 (header or presigned query) by a known access key, except `GET /metrics`
+//! (for Prometheus scrapers). The admin's keys are set at start or made at the first start of a
+//! data directory; `--no-auth` (development only) turns the check off.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use quarters_sigv4::{PayloadHash, SignedRequest, SigningKey, VerifyOptions};
+
+use crate::ApiError;
+
+/// Who made a request (in the request's extensions once it is authenticated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The administrator's access key.
+    Admin { access_key: String },
+    /// Authentication is off (`--no-auth`).
+    Anonymous,
+}
+
+/// A credential scope: access key, date, region, service.
+type Scope = (String, String, String, String);
+
+/// The keys the endpoint accepts.
+#[derive(Clone, Default)]
+pub struct Authenticator {
+    /// Access key → secret. Empty with authentication off.
+    keys: Arc<HashMap<String, String>>,
+    enabled: bool,
+    /// Signing keys by (access key, date, region, service): deriving one costs four HMACs.
+    cache: Arc<std::sync::Mutex<HashMap<Scope, SigningKey>>>,
+}
+
+/// The largest body authenticated (a CreateFunction with a 50 MB zip, base64).
+const MAX_BODY: usize = quarters_types::limits::CREATE_REQUEST_MAX_BYTES + 1;
+
+impl Authenticator {
+    pub fn new(admin_key: &str, admin_secret: &str) -> Self {
+        let mut keys = HashMap::new();
+        keys.insert(admin_key.to_owned(), admin_secret.to_owned());
+        Authenticator { keys: Arc::new(keys), enabled: true, cache: Default::default() }
+    }
+
+    /// Authentication off: every request is served as `Caller::Anonymous`.
+    pub fn disabled() -> Self {
+        Authenticator::default()
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Check a request's signature; on success the request (with its body restored) carries
+    /// its `Caller`.
+    pub async fn authenticate(&self, req: Request) -> Result<Request, Response> {
+        if !self.enabled {
+            let mut req = req;
+            req.extensions_mut().insert(Caller::Anonymous);
+            return Ok(req);
+        }
+        if req.method() == axum::http::Method::GET && req.uri().path() == "/metrics" {
+            return Ok(req);
+        }
+        let (parts, body) = req.into_parts();
+        let body = match axum::body::to_bytes(body, MAX_BODY).await {
+            Ok(b) => b,
+            Err(_) => {
+                return Err(ApiError::too_large("The request body is too large").into_response());
+            }
+        };
+        let signed = SignedRequest::from_parts(&parts, PayloadHash::Body(&body));
+        let parsed = match quarters_sigv4::parse(&signed) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return Err(deny(
+                    StatusCode::FORBIDDEN,
+                    "MissingAuthenticationTokenException",
+                    "Missing Authentication Token",
+                ));
+            }
+            Err(e) => return Err(deny(StatusCode::BAD_REQUEST, e.code(), &e.message())),
+        };
+        let Some(secret) = self.keys.get(&parsed.access_key_id) else {
+            return Err(deny(
+                StatusCode::FORBIDDEN,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ));
+        };
+        let cache_key =
+            (parsed.access_key_id.clone(), parsed.date.clone(), parsed.region.clone(), parsed.service.clone());
+        let key = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() > 4096 {
+                cache.clear();
+            }
+            cache
+                .entry(cache_key)
+                .or_insert_with(|| SigningKey::derive(secret, &parsed.date, &parsed.region, &parsed.service))
+                .clone()
+        };
+        let now = quarters_types::time::now_ms() / 1000;
+        let opts = VerifyOptions::for_service(&parsed.service);
+        if let Err(e) = quarters_sigv4::verify_with_key(&signed, &parsed, &key, now, &opts) {
+            let code = match e {
+                quarters_sigv4::SigV4Error::SignatureDoesNotMatch => "InvalidSignatureException",
+                _ => e.code(),
+            };
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+            return Err(deny(status, code, &e.message()));
+        }
+        let mut req = Request::from_parts(parts, Body::from(body));
+        req.extensions_mut().insert(Caller::Admin { access_key: parsed.access_key_id });
+        Ok(req)
+    }
+}
+
+fn deny(status: StatusCode, code: &'static str, message: &str) -> Response {
+    ApiError::new(status, code, message.to_owned()).into_response()
+}
+
+/// The admin's keys: given, or read from `<data dir>/admin-credentials`, or made there (0600)
+/// at the first start. Returns the keys and whether they were just made (to show them once).
+pub fn admin_credentials(
+    data_dir: &std::path::Path,
+    given: Option<(String, String)>,
+) -> std::io::Result<((String, String), bool)> {
+    if let Some(k) = given {
+        return Ok((k, false));
+    }
+    let path = data_dir.join("admin-credentials");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let mut lines = text.lines();
+        if let (Some(id), Some(secret)) = (lines.next(), lines.next())
+            && !id.is_empty()
+            && !secret.is_empty()
+        {
+            return Ok(((id.to_owned(), secret.to_owned()), false));
+        }
+    }
+    use rand::Rng;
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const ANY: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut rng = rand::rng();
+    let id: String = "AKIA".chars().chain((0..16).map(|_| UPPER[rng.random_range(0..UPPER.len())] as char)).collect();
+    let secret: String = (0..40).map(|_| ANY[rng.random_range(0..ANY.len())] as char).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    writeln!(f, "{id}\n{secret}")?;
+    f.sync_all()?;
+    Ok(((id, secret), true))
+}
