@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cwlogs;
 mod error;
 pub mod events;
+pub mod identity;
 mod lambda;
 mod layers;
 mod quarters;
@@ -48,6 +49,8 @@ pub struct App {
     pub gateway: Arc<quarters_gateway::dataplane::Gateway>,
     /// SigV4 verification of every request (or none, with `--no-auth`).
     pub auth: auth::Authenticator,
+    /// IAM roles, STS sessions and the keys they sign with.
+    pub identity: Arc<quarters_identity::Identity>,
 }
 
 /// The request id of the request being served (`x-amzn-RequestId`).
@@ -142,6 +145,15 @@ pub(crate) async fn invoke_counted(
 fn logs_router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", post(cwlogs::dispatch))
+        .fallback(not_found)
+        .layer(middleware::from_fn(request_id))
+        .with_state(app)
+}
+
+/// IAM or STS alone, for requests whose SigV4 scope names them.
+fn identity_router(app: Arc<App>, service: &'static str) -> Router {
+    Router::new()
+        .route("/", post(move |state, req| identity::handle(state, service, req)))
         .fallback(not_found)
         .layer(middleware::from_fn(request_id))
         .with_state(app)
@@ -246,21 +258,38 @@ pub async fn serve(
     let events = app.events.clone();
     let by_path = router(app.clone());
     let authn = app.auth.clone();
+    let (sts, iam) = (identity_router(app.clone(), "sts"), identity_router(app.clone(), "iam"));
     let logs = logs_router(app);
     // One endpoint for every service: the request's SigV4 scope (or target) picks the service's
     // routes; an unsigned request is routed by path.
     let dispatch = tower::service_fn(move |req: Request| {
-        let routes = match service::of(req.headers(), req.uri()) {
-            Some(service::Service::Logs) => logs.clone(),
-            Some(service::Service::Lambda | service::Service::ApiGateway) | None => by_path.clone(),
+        use service::Service;
+        let svc = service::of(req.headers(), req.uri());
+        let routes = match svc {
+            Some(Service::Logs) => logs.clone(),
+            Some(Service::Sts) => sts.clone(),
+            Some(Service::Iam) => iam.clone(),
+            Some(Service::Lambda | Service::ApiGateway | Service::S3) | None => by_path.clone(),
         };
         let authn = authn.clone();
         async move {
             // The signature covers the path as sent; only then is it normalised.
-            match authn.authenticate(req).await {
-                Ok(req) => tower::ServiceExt::oneshot(routes, trim_trailing_slash(req)).await,
-                Err(denied) => Ok(denied),
+            let req = match authn.authenticate(req).await {
+                Ok(req) => req,
+                Err(denied) if matches!(svc, Some(Service::Sts | Service::Iam)) => return Ok(denied.xml()),
+                Err(denied) => return Ok(denied.json()),
+            };
+            // Role sessions (tenant-scoped credentials) may use STS and IAM, as their policies
+            // allow; managing functions, logs and APIs takes the administrator.
+            let session = req.extensions().get::<auth::Caller>().is_some_and(|c| !c.is_admin());
+            if session && !matches!(svc, Some(Service::Sts | Service::Iam)) {
+                return Ok(axum::response::IntoResponse::into_response(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "AccessDeniedException",
+                    "Role sessions may not call this API: it takes the administrator's credentials",
+                )));
             }
+            tower::ServiceExt::oneshot(routes, trim_trailing_slash(req)).await
         }
     });
     let result = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(dispatch))

@@ -11,6 +11,9 @@ pub enum Service {
     Lambda,
     Logs,
     ApiGateway,
+    Sts,
+    Iam,
+    S3,
 }
 
 impl Service {
@@ -19,6 +22,9 @@ impl Service {
             "lambda" => Some(Service::Lambda),
             "logs" => Some(Service::Logs),
             "apigateway" => Some(Service::ApiGateway),
+            "sts" => Some(Service::Sts),
+            "iam" => Some(Service::Iam),
+            "s3" => Some(Service::S3),
             _ => None,
         }
     }
@@ -76,10 +82,12 @@ mod tests {
         // Unsigned: by target, else by path.
         assert_eq!(of(&headers(&[("x-amz-target", "Logs_20140328.GetLogEvents")]), &uri), Some(Service::Logs));
         assert_eq!(of(&HeaderMap::new(), &uri), None);
+        let sts = auth.replace("/logs/", "/sts/");
+        assert_eq!(of(&headers(&[("authorization", &sts)]), &uri), Some(Service::Sts));
         // A service we do not serve names none.
-        let s3 = auth.replace("/logs/", "/s3/");
-        assert_eq!(of(&headers(&[("authorization", &s3)]), &uri), None);
-        assert_eq!(scope_service(&headers(&[("authorization", &s3)]), &uri), Some("s3"));
+        let ec2 = auth.replace("/logs/", "/ec2/");
+        assert_eq!(of(&headers(&[("authorization", &ec2)]), &uri), None);
+        assert_eq!(scope_service(&headers(&[("authorization", &ec2)]), &uri), Some("ec2"));
     }
 
     #[test]

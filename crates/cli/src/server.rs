@@ -233,6 +233,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    // Environments reach this API through their relay at 127.0.0.1:9002, never unauthenticated.
+    manager.set_api_relay((!cfg.no_auth).then_some(addr));
     let events = quarters_events::EventQueue::open(
         &data_dir.join("events.db"),
         quarters_events::QueueConfig {
@@ -276,9 +278,15 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
             .context("opening the image store")?,
     );
     let (usage_at_stop, logs_at_stop) = (usage.clone(), logs.clone());
-    let (auth, admin) = if cfg.no_auth {
+    let mut identity = quarters_identity::Identity::open(
+        data_dir.join("identity.db"),
+        quarters_api::auth::master_key(&data_dir).context("the master key")?,
+        &cfg.account_id,
+    )
+    .context("opening the identity store")?;
+    let admin = if cfg.no_auth {
         tracing::warn!("authentication is OFF (--no-auth): anyone who reaches {} can do anything", cfg.listen);
-        (quarters_api::auth::Authenticator::disabled(), None)
+        None
     } else {
         let given = cfg.admin_access_key_id.clone().zip(cfg.admin_secret_access_key.clone());
         let ((id, secret), made) =
@@ -289,7 +297,19 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
                 data_dir.join("admin-credentials").display()
             );
         }
-        (quarters_api::auth::Authenticator::new(&id, &secret), Some((id, secret)))
+        identity.set_admin(&id, &secret);
+        Some((id, secret))
+    };
+    let identity = Arc::new(identity);
+    // Environments get their execution role's credentials, and tenant roles' for their tenant.
+    manager.set_credentials(Some(Arc::new(quarters_api::identity::IdentityCredentials {
+        identity: identity.clone(),
+        control: control.clone(),
+    })));
+    let auth = if cfg.no_auth {
+        quarters_api::auth::Authenticator::disabled()
+    } else {
+        quarters_api::auth::Authenticator::new(identity.clone())
     };
     let app = Arc::new(App {
         control,
@@ -303,6 +323,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         base_url: format!("http://{addr}"),
         gateway: gateway.clone(),
         auth,
+        identity,
     });
     quarters_api::restore_pools(&app);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

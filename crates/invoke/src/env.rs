@@ -11,8 +11,10 @@ use quarters_types::EnvId;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::credentials::TenantCredentials;
 use crate::logs::LogCapture;
 use crate::manager::PoolKey;
+use crate::relay::Relay;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,6 +127,13 @@ pub(crate) struct Env {
     pub launched_at: Instant,
     pub last_used: Instant,
     pub run_dir: PathBuf,
+    /// Retired (between invocations) at this time: its maximum lifetime, or earlier if its
+    /// execution credentials would expire first.
+    pub retire_at: Option<Instant>,
+    /// The relay from its `127.0.0.1:9002` to the platform's API.
+    pub relay: Option<Relay>,
+    /// Its container-credentials endpoint, which learns the tenant when the environment is bound.
+    pub tenant_credentials: Option<Arc<TenantCredentials>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +176,15 @@ impl Env {
                 asked: Box::new(key.clone()),
             });
         }
+        if let (Some(t), Some(c)) = (&key.tenant, &self.tenant_credentials)
+            && !c.bind(t)
+        {
+            return Err(DispatchError::WrongBinding {
+                env: i.id,
+                bound: Box::new(i.key.clone()),
+                asked: Box::new(key.clone()),
+            });
+        }
         if let Some(t) = &key.tenant {
             self.logs.bind_tenant(t.clone());
         }
@@ -176,5 +194,10 @@ impl Env {
 
     pub fn is_dead(&self) -> bool {
         self.exit.borrow().is_some()
+    }
+
+    /// Past its maximum lifetime (or its credentials' end): it takes no more invocations.
+    pub fn expired(&self) -> bool {
+        self.retire_at.is_some_and(|t| Instant::now() >= t)
     }
 }

@@ -6,16 +6,20 @@
 //! an environment never serves another tenant, function, version or code generation. That rule
 //! is checked in one place, [`env::Env::dispatch`], on every invocation.
 
+mod credentials;
 mod env;
 mod logs;
 mod manager;
+mod relay;
 pub mod runtimes;
 
+pub use credentials::{AwsCredentials, CredentialSource, EXPIRY_MARGIN};
 pub use env::{EnvState, EnvView};
 pub use manager::{
     InvokeError, InvokeRequest, InvokeResponse, Manager, ManagerConfig, PoolKey, PoolStatus, RUNTIMES_DIR, Target,
     TargetResolver,
 };
+pub use relay::{MAX_RELAY_CONNECTIONS, relay_target};
 
 #[cfg(test)]
 mod fake;

@@ -1,21 +1,24 @@
 //! The environment manager: pools, admission, the invocation state machine, reaping.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quarters_runtime_api::{Invocation, Listener, Outcome, RuntimeApi, RuntimeEvent};
-use quarters_sandbox::{Exit, ExitInfo, RUNTIME_API_ADDR, RuntimeChannel, Sandbox, SandboxSpec};
+use quarters_runtime_api::{CREDENTIALS_PATH, Invocation, Listener, Outcome, RuntimeApi, RuntimeEvent};
+use quarters_sandbox::{API_RELAY_ADDR, Exit, ExitInfo, RUNTIME_API_ADDR, RuntimeChannel, Sandbox, SandboxSpec};
 use quarters_telemetry::LogStore;
 use quarters_types::time::{now_ms, rfc3339_ms, stream_date};
-use quarters_types::{Arns, EnvId, FunctionConfig, LogFormat, TenantId, limits};
+use quarters_types::{Arns, EnvId, FunctionConfig, LogFormat, TenantId, TenantIsolationMode, limits};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::credentials::{CredentialSource, EXPIRY_MARGIN, TenantCredentials, new_token};
 use crate::env::{Env, EnvInfo, EnvState, EnvView};
 use crate::logs::{LogCapture, StreamMeta, lock};
+use crate::relay::{Relay, relay_target};
 use crate::runtimes::{Entrypoint, RuntimeFiles};
 
 /// Under the run directory: the managed runtimes' client files.
@@ -141,6 +144,11 @@ struct Inner {
     state: Mutex<State>,
     /// Sandboxes still being torn down.
     teardown: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// Where new environments' credentials come from (none: they get none).
+    credentials: Mutex<Option<Arc<dyn CredentialSource>>>,
+    /// The platform's own API, which new environments reach through their relay at
+    /// `127.0.0.1:9002` (none: that port is closed).
+    api_relay: Mutex<Option<SocketAddr>>,
 }
 
 /// The environment manager. Cheap to clone.
@@ -193,6 +201,8 @@ impl Manager {
                 logs,
                 state: Mutex::new(State::default()),
                 teardown: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+                credentials: Mutex::new(None),
+                api_relay: Mutex::new(None),
             }),
         };
         let weak = Arc::downgrade(&m.inner);
@@ -214,6 +224,27 @@ impl Manager {
             }
         });
         Ok(m)
+    }
+
+    /// Give environments created from now on credentials from `source`: the execution role's
+    /// in their environment variables, and (PER_TENANT functions) their tenant's from the
+    /// container-credentials endpoint of their Runtime API. See [`CredentialSource`].
+    pub fn set_credentials(&self, source: Option<Arc<dyn CredentialSource>>) {
+        *lock(&self.inner.credentials) = source;
+    }
+
+    /// [`Manager::set_credentials`], by value.
+    pub fn with_credentials(self, source: Option<Arc<dyn CredentialSource>>) -> Self {
+        self.set_credentials(source);
+        self
+    }
+
+    /// Relay `127.0.0.1:9002` inside environments created from now on to `api`, the server's
+    /// own API address (an unspecified address such as `0.0.0.0` is reached on loopback), and
+    /// set `AWS_ENDPOINT_URL` to it. Only where the platform makes the environments' network
+    /// namespaces; elsewhere there is no relay.
+    pub fn set_api_relay(&self, api: Option<SocketAddr>) {
+        *lock(&self.inner.api_relay) = api.map(relay_target);
     }
 
     pub fn sandbox_name(&self) -> &'static str {
@@ -323,7 +354,7 @@ impl Manager {
             let mut found = None;
             if let Some(pool) = st.idle.get_mut(key) {
                 while let Some(env) = pool.pop() {
-                    if env.is_dead() {
+                    if env.is_dead() || env.expired() {
                         doomed.push(env);
                     } else {
                         found = Some(env);
@@ -409,23 +440,77 @@ impl Manager {
         let fail = |e: std::io::Error| InvokeError::Sandbox(e.to_string());
         std::fs::create_dir_all(&run_dir).map_err(fail)?;
         let served = self.inner.sandbox.runtime_channel(&run_dir).map_err(|e| e.to_string()).and_then(|ch| match ch {
-            RuntimeChannel::Unix(path) => RuntimeApi::serve(&path).map(|x| (x, None)).map_err(|e| e.to_string()),
-            RuntimeChannel::Netns { listener, netns } => tokio::net::TcpListener::from_std(listener)
-                .map(|l| (RuntimeApi::serve_on(Listener::Tcp(l)), Some(Arc::new(netns))))
+            RuntimeChannel::Unix(path) => RuntimeApi::serve(&path).map(|x| (x, None, None)).map_err(|e| e.to_string()),
+            RuntimeChannel::Netns { listener, netns, relay } => tokio::net::TcpListener::from_std(listener)
+                .map(|l| (RuntimeApi::serve_on(Listener::Tcp(l)), Some(Arc::new(netns)), relay))
                 .map_err(|e| e.to_string()),
         });
-        let ((rapi, events), netns) = match served {
+        let ((rapi, events), netns, relay_listener) = match served {
             Ok(x) => x,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&run_dir);
                 return Err(InvokeError::Sandbox(e));
             }
         };
+        let created = Instant::now();
+        let mut platform_env = Vec::new();
+        // The relay to the platform's API; without a target its listener is dropped here, which
+        // closes the port before the sandbox starts.
+        let api = *lock(&self.inner.api_relay);
+        let relay = match (relay_listener, api) {
+            (Some(l), Some(to)) => match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    platform_env.push(("AWS_ENDPOINT_URL".to_owned(), format!("http://{API_RELAY_ADDR}")));
+                    Some(Relay::start(l, to))
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&run_dir);
+                    return Err(InvokeError::Sandbox(e.to_string()));
+                }
+            },
+            (None, Some(_)) => {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    tracing::warn!(
+                        "the platform does not make the environments' network namespaces here: no relay to its API (AWS_ENDPOINT_URL is not set)"
+                    )
+                });
+                None
+            }
+            _ => None,
+        };
+        let source = lock(&self.inner.credentials).clone();
+        let mut retire_at = self.inner.cfg.max_lifetime.map(|m| created + m);
+        let mut tenant_credentials = None;
+        if let Some(src) = &source {
+            if let Some(c) = src.execution(&cfg.name, &cfg.role) {
+                // Environment variables cannot change in a running process: the environment is
+                // retired before its credentials could expire during an invocation.
+                let margin = EXPIRY_MARGIN + Duration::from_secs(u64::from(cfg.timeout_s));
+                let left = Duration::from_millis(c.expiration_ms.saturating_sub(now_ms())).saturating_sub(margin);
+                let creds_end = created + left;
+                retire_at = Some(retire_at.map_or(creds_end, |t| t.min(creds_end)));
+                platform_env.push(("AWS_ACCESS_KEY_ID".to_owned(), c.access_key_id));
+                platform_env.push(("AWS_SECRET_ACCESS_KEY".to_owned(), c.secret_access_key));
+                platform_env.push(("AWS_SESSION_TOKEN".to_owned(), c.session_token));
+            }
+            if cfg.tenancy == Some(TenantIsolationMode::PerTenant) {
+                let tc = Arc::new(TenantCredentials::new(src.clone(), cfg.name.clone(), key.tenant.clone()));
+                let token = new_token();
+                rapi.set_credentials_endpoint(token.clone(), tc.clone());
+                platform_env.push((
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_owned(),
+                    format!("http://{RUNTIME_API_ADDR}{CREDENTIALS_PATH}"),
+                ));
+                platform_env.push(("AWS_CONTAINER_AUTHORIZATION_TOKEN".to_owned(), token));
+                tenant_credentials = Some(tc);
+            }
+        }
         let spec = SandboxSpec {
             env_id: id,
             task_dir: target.task_dir.clone(),
             run_dir: run_dir.clone(),
-            env: runtime_env(cfg, &key.version, &stream, &self.inner.cfg.arns, ep.env),
+            env: runtime_env(cfg, &key.version, &stream, &self.inner.cfg.arns, platform_env, ep.env),
             memory_mb: cfg.memory_mb,
             tmp_mb: cfg.ephemeral_mb,
             command: ep.command,
@@ -475,6 +560,9 @@ impl Manager {
             launched_at,
             last_used: launched_at,
             run_dir,
+            retire_at,
+            relay,
+            tenant_credentials,
         };
         env.logs.platform(init_start_line(cfg, &key.version, &self.inner.cfg.arns));
         Ok(env)
@@ -640,7 +728,7 @@ impl Manager {
         let now = Instant::now();
         env.last_used = now;
         env.info.last_used_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-        let expired = self.inner.cfg.max_lifetime.is_some_and(|max| env.launched_at.elapsed() >= max);
+        let expired = env.expired();
         let mut st = lock(&self.inner.state);
         let stale = st
             .generation
@@ -669,9 +757,10 @@ impl Manager {
         tracing::info!(env = %env.info.id, "environment destroyed");
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            let Env { mut exit, run_dir, rapi, .. } = env;
+            let Env { mut exit, run_dir, rapi, relay, .. } = env;
             let _ = tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|e| e.is_some())).await;
             drop(rapi);
+            drop(relay);
             let _ = tokio::fs::remove_dir_all(&run_dir).await;
             drop(inner);
         });
@@ -681,7 +770,6 @@ impl Manager {
     /// (Ready pools are topped up by [`pool::refill`].)
     fn reap(&self) {
         let idle_timeout = self.inner.cfg.idle_timeout;
-        let max_life = self.inner.cfg.max_lifetime;
         let mut doomed = Vec::new();
         {
             let mut st = lock(&self.inner.state);
@@ -689,9 +777,7 @@ impl Manager {
                 let mut i = 0;
                 while i < pool.len() {
                     let e = &pool[i];
-                    let old = e.last_used.elapsed() >= idle_timeout
-                        || max_life.is_some_and(|m| e.launched_at.elapsed() >= m)
-                        || e.is_dead();
+                    let old = e.last_used.elapsed() >= idle_timeout || e.expired() || e.is_dead();
                     if old {
                         doomed.push(pool.remove(i));
                     } else {
@@ -919,6 +1005,7 @@ fn runtime_env(
     version: &str,
     stream: &str,
     arns: &Arns,
+    platform: Vec<(String, String)>,
     runtime: Vec<(String, String)>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = cfg.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -949,6 +1036,9 @@ fn runtime_env(
             set("AWS_LAMBDA_LOG_LEVEL", level);
         }
     }
+    // The relay's endpoint and the credentials (after the function's own variables: later
+    // values win).
+    env.extend(platform);
     env.extend(runtime);
     env
 }
@@ -1313,6 +1403,170 @@ mod tests {
         );
         f.manager.set_ready_pool("uid-1", "$LATEST", 0, Arc::new(|| None));
         assert!(f.manager.ready_pool_status("uid-1", "$LATEST").is_none());
+    }
+
+    fn var<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// GET `path` from an environment's Runtime API socket.
+    async fn rapi_get(run_dir: &std::path::Path, path: &str, auth: Option<&str>) -> (u16, serde_json::Value) {
+        use http_body_util::BodyExt;
+        let stream =
+            tokio::net::UnixStream::connect(run_dir.join(quarters_sandbox::RAPI_SOCKET)).await.expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(conn);
+        let mut req = hyper::Request::get(path).header("host", "127.0.0.1:9001");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let req = req.body(http_body_util::Full::new(Bytes::new())).expect("request");
+        let resp = sender.send_request(req).await.expect("send");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn environments_get_execution_credentials_and_a_container_endpoint() {
+        let f = fixture(Duration::ZERO, Duration::from_secs(60));
+        let source = crate::fake::FakeCredentials::new(Duration::from_secs(3 * 3600));
+        f.manager.set_credentials(Some(source.clone()));
+        // The fake sandbox has no network namespace: no relay even with an API address.
+        f.manager.set_api_relay(Some("0.0.0.0:9000".parse().expect("addr")));
+        let r = f.manager.invoke(request(&f.target, "blue")).await.expect("invoke");
+        let (id, _) = served_by(&r);
+        let env = f.sandbox.env_of(&id);
+        assert_eq!(var(&env, "AWS_ACCESS_KEY_ID"), Some("EXEC:f:arn:aws:iam::000000000000:role/r"));
+        assert_eq!(var(&env, "AWS_SECRET_ACCESS_KEY"), Some("secret-of-EXEC:f:arn:aws:iam::000000000000:role/r"));
+        assert_eq!(var(&env, "AWS_SESSION_TOKEN"), Some("token-of-EXEC:f:arn:aws:iam::000000000000:role/r"));
+        assert_eq!(var(&env, "AWS_ENDPOINT_URL"), None, "no relay without a platform-made namespace");
+        assert_eq!(
+            var(&env, "AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+            Some("http://127.0.0.1:9001/2018-06-01/quarters/credentials")
+        );
+        let token = var(&env, "AWS_CONTAINER_AUTHORIZATION_TOKEN").expect("token").to_owned();
+        assert_eq!(token.len(), 64);
+        let run_dir = f.manager.inner.cfg.run_dir.join(&id);
+        let path = quarters_runtime_api::CREDENTIALS_PATH;
+        // Without the token, or with another: 403, and the source is never asked.
+        assert_eq!(rapi_get(&run_dir, path, None).await.0, 403);
+        assert_eq!(rapi_get(&run_dir, path, Some("nope")).await.0, 403);
+        assert_eq!(rapi_get(&run_dir, path, Some(&token[..63])).await.0, 403);
+        assert_eq!(source.tenant_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let (status, body) = rapi_get(&run_dir, path, Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["AccessKeyId"], "TENANT:f:blue");
+        assert_eq!(body["SecretAccessKey"], "secret-of-TENANT:f:blue");
+        assert_eq!(body["Token"], "token-of-TENANT:f:blue");
+        let exp = body["Expiration"].as_str().expect("expiration");
+        assert!(exp.len() == 20 && exp.ends_with('Z') && exp.as_bytes()[10] == b'T', "{exp}");
+        // Cached: the second request does not ask the source again.
+        let (status, again) = rapi_get(&run_dir, path, Some(&token)).await;
+        assert_eq!((status, &again["AccessKeyId"]), (200, &body["AccessKeyId"]));
+        assert_eq!(source.tenant_calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another tenant's environment has its own token and its own tenant's credentials.
+        let g = f.manager.invoke(request(&f.target, "green")).await.expect("invoke");
+        let (gid, _) = served_by(&g);
+        let genv = f.sandbox.env_of(&gid);
+        let gtoken = var(&genv, "AWS_CONTAINER_AUTHORIZATION_TOKEN").expect("token");
+        assert_ne!(gtoken, token);
+        let gdir = f.manager.inner.cfg.run_dir.join(&gid);
+        assert_eq!(rapi_get(&gdir, path, Some(&token)).await.0, 403, "blue's token is not green's");
+        assert_eq!(rapi_get(&gdir, path, Some(gtoken)).await.1["AccessKeyId"], "TENANT:f:green");
+        // A refused tenant gets 404.
+        let x = f.manager.invoke(request(&f.target, "refused")).await.expect("invoke");
+        let (xid, _) = served_by(&x);
+        let xtoken = var(&f.sandbox.env_of(&xid), "AWS_CONTAINER_AUTHORIZATION_TOKEN").expect("token").to_owned();
+        assert_eq!(rapi_get(&f.manager.inner.cfg.run_dir.join(&xid), path, Some(&xtoken)).await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn without_a_source_or_tenancy_there_are_no_credentials() {
+        let f = fixture(Duration::ZERO, Duration::from_secs(60));
+        let r = f.manager.invoke(request(&f.target, "blue")).await.expect("invoke");
+        let (id, _) = served_by(&r);
+        let env = f.sandbox.env_of(&id);
+        for v in ["AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL"] {
+            assert_eq!(var(&env, v), None, "{v}");
+        }
+        let dir = f.manager.inner.cfg.run_dir.join(&id);
+        assert_eq!(rapi_get(&dir, quarters_runtime_api::CREDENTIALS_PATH, Some("x")).await.0, 404);
+        // A function without tenant isolation gets execution credentials only.
+        f.manager.set_credentials(Some(crate::fake::FakeCredentials::new(Duration::from_secs(3 * 3600))));
+        let mut t = f.target.clone();
+        let mut cfg = (*t.config).clone();
+        cfg.tenancy = None;
+        t.config = Arc::new(cfg);
+        t.function_uid = "uid-2".into();
+        let mut req = request(&t, "x");
+        req.tenant = None;
+        let r = f.manager.invoke(req).await.expect("invoke");
+        let env = f.sandbox.env_of(&served_by(&r).0);
+        assert!(var(&env, "AWS_ACCESS_KEY_ID").is_some());
+        assert_eq!(var(&env, "AWS_CONTAINER_CREDENTIALS_FULL_URI"), None);
+        assert_eq!(var(&env, "AWS_CONTAINER_AUTHORIZATION_TOKEN"), None);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_environment_has_no_tenant_credentials_until_bound() {
+        let f = fixture(Duration::ZERO, Duration::from_secs(60));
+        let source = crate::fake::FakeCredentials::new(Duration::from_secs(3 * 3600));
+        f.manager.set_credentials(Some(source.clone()));
+        let unbound = PoolKey {
+            function_uid: f.target.function_uid.clone(),
+            version: f.target.version.clone(),
+            generation: 1,
+            tenant: None,
+        };
+        let ep = f.manager.entrypoint(&f.target).expect("entrypoint");
+        let mut env = f.manager.spawn_env_as(&unbound, &f.target, ep, true).expect("spawn");
+        let id = env.info.id.to_string();
+        let vars = f.sandbox.env_of(&id);
+        let token = var(&vars, "AWS_CONTAINER_AUTHORIZATION_TOKEN").expect("set at creation").to_owned();
+        assert!(var(&vars, "AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some());
+        assert!(vars.iter().all(|(_, v)| !v.contains("blue")), "the variables name no tenant");
+        let path = quarters_runtime_api::CREDENTIALS_PATH;
+        assert_eq!(rapi_get(&env.run_dir, path, Some(&token)).await.0, 404, "no tenant yet");
+        assert_eq!(rapi_get(&env.run_dir, path, None).await.0, 403);
+        assert_eq!(source.tenant_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let blue = PoolKey { tenant: Some(TenantId::parse("blue").expect("t")), ..unbound.clone() };
+        env.bind(&blue).expect("bind");
+        let (status, body) = rapi_get(&env.run_dir, path, Some(&token)).await;
+        assert_eq!((status, body["AccessKeyId"].as_str()), (200, Some("TENANT:f:blue")));
+        let green = PoolKey { tenant: Some(TenantId::parse("green").expect("t")), ..unbound };
+        assert!(env.bind(&green).is_err(), "bound once");
+        assert_eq!(rapi_get(&env.run_dir, path, Some(&token)).await.1["AccessKeyId"], "TENANT:f:blue");
+        f.manager.destroy(env);
+    }
+
+    #[tokio::test]
+    async fn an_environment_never_outlives_its_execution_credentials() {
+        let f = fixture(Duration::ZERO, Duration::from_secs(60));
+        // Long-lived credentials: the environment is reused.
+        f.manager.set_credentials(Some(crate::fake::FakeCredentials::new(Duration::from_secs(3 * 3600))));
+        let a = f.manager.invoke(request(&f.target, "blue")).await.expect("a");
+        let b = f.manager.invoke(request(&f.target, "blue")).await.expect("b");
+        assert_eq!(served_by(&a).0, served_by(&b).0);
+        // Credentials that end 5 minutes + the timeout (5 s) + 300 ms from now: the environment
+        // is retired after 300 ms although the server's maximum lifetime is unlimited.
+        let margin = EXPIRY_MARGIN + Duration::from_secs(5);
+        f.manager.set_credentials(Some(crate::fake::FakeCredentials::new(margin + Duration::from_millis(300))));
+        let c = f.manager.invoke(request(&f.target, "green")).await.expect("c");
+        let d = f.manager.invoke(request(&f.target, "green")).await.expect("d");
+        assert_eq!(served_by(&c).0, served_by(&d).0, "still valid long enough");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let e = f.manager.invoke(request(&f.target, "green")).await.expect("e");
+        assert!(e.cold_start);
+        assert_ne!(served_by(&e).0, served_by(&c).0, "retired before its credentials could expire");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!f.manager.environments(None).iter().any(|v| v.id == served_by(&c).0), "the reaper removed it");
+        // Credentials already too close to their end: used for one invocation, then retired.
+        f.manager.set_credentials(Some(crate::fake::FakeCredentials::new(Duration::from_secs(60))));
+        let g = f.manager.invoke(request(&f.target, "orange")).await.expect("g");
+        let h = f.manager.invoke(request(&f.target, "orange")).await.expect("h");
+        assert_ne!(served_by(&g).0, served_by(&h).0);
     }
 
     #[tokio::test]

@@ -88,6 +88,7 @@ impl Manager {
                     && e.info.key.version == key.version
                     && e.info.key.generation == key.generation
                     && !e.is_dead()
+                    && !e.expired()
             }) {
                 return Some(pool.envs.swap_remove(i));
             }
@@ -118,7 +119,7 @@ impl Manager {
                 let mut i = 0;
                 while i < pool.envs.len() {
                     let e = &pool.envs[i];
-                    if e.is_dead() || !same_code(&target, &e.info.key) {
+                    if e.is_dead() || e.expired() || !same_code(&target, &e.info.key) {
                         doomed.push(pool.envs.swap_remove(i));
                     } else {
                         i += 1;

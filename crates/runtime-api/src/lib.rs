@@ -7,11 +7,15 @@
 //! The environment manager hands an [`Invocation`] to [`RuntimeApi::dispatch`]; the runtime
 //! fetches it with `GET /2018-06-01/runtime/invocation/next` and completes it with `/response`
 //! or `/error`, which resolves the [`Outcome`] the manager awaits.
+//!
+//! Beyond Lambda, an environment's server may also answer the container-credentials endpoint
+//! ([`CREDENTIALS_PATH`], what `AWS_CONTAINER_CREDENTIALS_FULL_URI` names) for whatever
+//! [`CredentialsEndpoint`] the manager set, to requests that carry the environment's token.
 
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -68,7 +72,40 @@ pub enum RuntimeApiError {
     Busy,
 }
 
+/// AWS credentials, as an environment is given them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// When they expire, in milliseconds since the epoch.
+    pub expiration_ms: u64,
+}
+
+impl std::fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("session_token", &"<redacted>")
+            .field("expiration_ms", &self.expiration_ms)
+            .finish()
+    }
+}
+
+/// What the container-credentials endpoint of one environment hands out.
+pub trait CredentialsEndpoint: Send + Sync + 'static {
+    /// The credentials to give now, or `None` (none, or not yet: answered 404). May block (it
+    /// is called off the async workers).
+    fn credentials(&self) -> Option<AwsCredentials>;
+}
+
+/// The container-credentials endpoint's path on the Runtime API.
+pub const CREDENTIALS_PATH: &str = "/2018-06-01/quarters/credentials";
+
 struct Shared {
+    /// The container-credentials endpoint: the token its requests must carry, and its source.
+    credentials: OnceLock<(String, Arc<dyn CredentialsEndpoint>)>,
     /// The invocation waiting to be fetched with `/next`.
     pending: Mutex<Option<(Invocation, oneshot::Sender<Outcome>)>>,
     notify: Notify,
@@ -109,6 +146,7 @@ impl RuntimeApi {
     pub fn serve_on(listener: Listener) -> (Self, mpsc::UnboundedReceiver<RuntimeEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            credentials: OnceLock::new(),
             pending: Mutex::new(None),
             notify: Notify::new(),
             inflight: Mutex::new(InFlight::default()),
@@ -132,6 +170,13 @@ impl RuntimeApi {
             }
         });
         (Self { shared, server }, rx)
+    }
+
+    /// Answer [`CREDENTIALS_PATH`] with what `endpoint` gives, to requests whose
+    /// `Authorization` header is exactly `token` (403 otherwise). Set once, before the runtime
+    /// starts; without it the path is answered 404.
+    pub fn set_credentials_endpoint(&self, token: String, endpoint: Arc<dyn CredentialsEndpoint>) -> bool {
+        self.shared.credentials.set((token, endpoint)).is_ok()
     }
 
     /// Take back the queued invocation if the runtime never fetched it; true if it was still
@@ -187,6 +232,7 @@ async fn handle(s: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, NEXT) => next(s).await,
+        (Method::GET, CREDENTIALS_PATH) => credentials(s, &req).await,
         (Method::POST, INIT_ERROR) => {
             let error_type = error_type_header(&req);
             let body = read_body(req).await.unwrap_or_default();
@@ -256,6 +302,43 @@ async fn next(s: &Shared) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The container-credentials endpoint, in the shape the SDKs' container provider reads.
+async fn credentials(s: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some((token, endpoint)) = s.credentials.get() else { return not_found() };
+    let given = req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default();
+    if !constant_time_eq(given, token.as_bytes()) {
+        return error(StatusCode::FORBIDDEN, "AccessDenied", "The Authorization header is missing or wrong");
+    }
+    let endpoint = endpoint.clone();
+    let creds = tokio::task::spawn_blocking(move || endpoint.credentials()).await.ok().flatten();
+    let Some(c) = creds else {
+        return error(StatusCode::NOT_FOUND, "NoCredentials", "No credentials are available to this environment");
+    };
+    let body = serde_json::json!({
+        "AccessKeyId": c.access_key_id,
+        "SecretAccessKey": c.secret_access_key,
+        "Token": c.session_token,
+        "Expiration": rfc3339_seconds(c.expiration_ms),
+    })
+    .to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `2026-11-27T12:00:00Z`
+fn rfc3339_seconds(ms: u64) -> String {
+    let s = quarters_types::time::rfc3339_ms(ms - ms % 1000);
+    match s.strip_suffix(".000Z") {
+        Some(head) => format!("{head}Z"),
+        None => s,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn complete(s: &Shared, id: &str, outcome: Outcome) -> Response<Full<Bytes>> {
     let mut f = lock(&s.inflight);
     match f.current.take() {
@@ -309,4 +392,35 @@ fn error(status: StatusCode, error_type: &str, message: &str) -> Response<Full<B
     *r.status_mut() = status;
     r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiration_is_rfc3339_in_seconds() {
+        assert_eq!(rfc3339_seconds(1_795_780_800_000), "2026-11-27T12:00:00Z");
+        assert_eq!(rfc3339_seconds(1_795_780_800_999), "2026-11-27T12:00:00Z");
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let c = AwsCredentials {
+            access_key_id: "ASIA".into(),
+            secret_access_key: "s3cr3t".into(),
+            session_token: "t0k3n".into(),
+            expiration_ms: 0,
+        };
+        let shown = format!("{c:?}");
+        assert!(shown.contains("ASIA") && !shown.contains("s3cr3t") && !shown.contains("t0k3n"));
+    }
 }

@@ -191,7 +191,7 @@ impl Sandbox for BwrapSandbox {
         match &self.netns {
             Some(f) => {
                 let p = f.take().map_err(SandboxError::Prepare)?;
-                Ok(RuntimeChannel::Netns { listener: p.listener, netns: p.netns })
+                Ok(RuntimeChannel::Netns { listener: p.listener, netns: p.netns, relay: Some(p.relay) })
             }
             None => Ok(RuntimeChannel::Unix(run_dir.join(crate::RAPI_SOCKET))),
         }

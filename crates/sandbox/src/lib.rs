@@ -35,6 +35,9 @@ pub const RAPI_SOCKET: &str = "rapi.sock";
 pub const EXIT_FILE: &str = "exit";
 /// The address the Runtime API answers on inside the sandbox.
 pub const RUNTIME_API_ADDR: &str = "127.0.0.1:9001";
+/// The address, inside the sandbox, of the relay to the platform's own AWS API (made only where
+/// the platform makes the environment's network namespace; see [`netns`]).
+pub const API_RELAY_ADDR: &str = "127.0.0.1:9002";
 
 /// What to run, and with which limits.
 #[derive(Debug, Clone)]
@@ -67,8 +70,10 @@ pub enum RuntimeChannel {
     /// `127.0.0.1:9001` to it.
     Unix(PathBuf),
     /// The platform serves this listener, bound at `127.0.0.1:9001` inside the environment's
-    /// own network namespace `netns`, which the sandbox then runs in: no relay.
-    Netns { listener: std::net::TcpListener, netns: OwnedFd },
+    /// own network namespace `netns`, which the sandbox then runs in: no relay. `relay` is a
+    /// second listener in that namespace, at [`API_RELAY_ADDR`], whose connections the platform
+    /// may relay to its own API (or close, by dropping it).
+    Netns { listener: std::net::TcpListener, netns: OwnedFd, relay: Option<std::net::TcpListener> },
 }
 
 /// How a sandbox's runtime ended.

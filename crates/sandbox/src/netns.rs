@@ -7,6 +7,11 @@
 //! no other route: the socket exists only in that one namespace. The namespace belongs to the
 //! host's user namespace, so nothing inside the sandbox can reconfigure it.
 //!
+//! A second listener is bound the same way at [`API_RELAY_ADDR`] (`127.0.0.1:9002`): the
+//! platform relays its connections, byte for byte, to its own AWS API (or drops the listener,
+//! closing the port, when there is nothing to relay to). These two sockets are the only things
+//! that listen in the namespace, and both are served from the host.
+//!
 //! `unshare`/`setns` of the network namespace act on the calling thread only, so the work is
 //! done on one dedicated thread, which also keeps a few namespaces ready ahead of demand.
 
@@ -17,11 +22,15 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 
-/// A network namespace with the Runtime API listener already bound inside it.
+use crate::API_RELAY_ADDR;
+
+/// A network namespace with the Runtime API listener (and the API relay's) already bound inside.
 #[derive(Debug)]
 pub struct PreparedNetns {
     pub netns: OwnedFd,
     pub listener: TcpListener,
+    /// Bound at [`API_RELAY_ADDR`].
+    pub relay: TcpListener,
 }
 
 struct Shared {
@@ -100,8 +109,10 @@ fn make(host: &File, addr: &str) -> io::Result<PreparedNetns> {
         loopback_up()?;
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
+        let relay = TcpListener::bind(API_RELAY_ADDR)?;
+        relay.set_nonblocking(true)?;
         let netns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
-        Ok(PreparedNetns { netns, listener })
+        Ok(PreparedNetns { netns, listener, relay })
     })();
     // SAFETY: setns on a namespace fd we hold; it moves only this thread back.
     if unsafe { libc::setns(host.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -154,9 +165,11 @@ mod tests {
         // Three listeners on the same address: each in its own namespace.
         for p in [&a, &b, &c] {
             assert_eq!(p.listener.local_addr().expect("addr").port(), 9001);
+            assert_eq!(p.relay.local_addr().expect("relay addr").port(), 9002);
         }
         // From the host namespace, nothing listens there.
         assert!(std::net::TcpStream::connect("127.0.0.1:9001").is_err());
+        assert!(std::net::TcpStream::connect("127.0.0.1:9002").is_err());
         let ino = |p: &PreparedNetns| {
             std::fs::metadata(format!("/proc/self/fd/{}", p.netns.as_raw_fd())).map(|m| {
                 use std::os::unix::fs::MetadataExt;
