@@ -106,3 +106,34 @@ impl quarters_invoke::CredentialSource for IdentityCredentials {
         }
     }
 }
+
+/// The S3 store's keys and decisions, from the identity layer: the admin may do anything; a
+/// role session what its role's policies (and its session policy) allow, with its tags as
+/// `aws:PrincipalTag/*` — which is how `${aws:PrincipalTag/TenantId}` keeps a tenant in its prefix.
+pub struct S3Identity(pub Arc<quarters_identity::Identity>);
+
+impl quarters_s3::Secrets for S3Identity {
+    fn secret(&self, access_key: &str) -> Option<String> {
+        self.0.secret_for(access_key)
+    }
+}
+
+impl quarters_s3::Authorizer for S3Identity {
+    fn check(&self, req: &quarters_s3::AccessRequest<'_>) -> Result<(), quarters_s3::AccessDenied> {
+        let denied = || quarters_s3::AccessDenied::new("Access Denied");
+        let key = req.access_key.ok_or_else(denied)?;
+        let now = quarters_types::time::now_ms() / 1000;
+        let principal =
+            self.0.principal(key, req.session_token, now).map_err(|e| quarters_s3::AccessDenied::new(e.to_string()))?;
+        let extra: Vec<(&str, &str)> = req.prefix.map(|p| vec![("s3:prefix", p)]).unwrap_or_default();
+        match self.0.authorize(&principal, req.action, &req.resource, &extra) {
+            quarters_identity::Decision::Allow => Ok(()),
+            _ => Err(denied()),
+        }
+    }
+
+    /// One account owns every bucket, whoever (admin or session) made it.
+    fn owner(&self, access_key: Option<&str>, _session_token: Option<&str>) -> Option<String> {
+        access_key.map(|_| self.0.account().to_owned())
+    }
+}

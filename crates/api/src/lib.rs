@@ -51,6 +51,9 @@ pub struct App {
     pub auth: auth::Authenticator,
     /// IAM roles, STS sessions and the keys they sign with.
     pub identity: Arc<quarters_identity::Identity>,
+    /// The S3-compatible store (requests whose SigV4 scope names `s3`; it checks their
+    /// signatures itself, and every request against the caller's policies).
+    pub s3: Option<quarters_s3::S3Service>,
 }
 
 /// The request id of the request being served (`x-amzn-RequestId`).
@@ -259,6 +262,7 @@ pub async fn serve(
     let by_path = router(app.clone());
     let authn = app.auth.clone();
     let (sts, iam) = (identity_router(app.clone(), "sts"), identity_router(app.clone(), "iam"));
+    let s3 = app.s3.clone();
     let logs = logs_router(app);
     // One endpoint for every service: the request's SigV4 scope (or target) picks the service's
     // routes; an unsigned request is routed by path.
@@ -272,7 +276,16 @@ pub async fn serve(
             Some(Service::Lambda | Service::ApiGateway | Service::S3) | None => by_path.clone(),
         };
         let authn = authn.clone();
+        let s3 = s3.clone();
         async move {
+            // S3 requests go to the store untouched: it verifies their signatures (with S3's
+            // rules, streaming payloads included) and authorises each against the caller's policies.
+            if let (Some(Service::S3), Some(s3)) = (svc, s3) {
+                return Ok(match tower::ServiceExt::oneshot(s3, req).await {
+                    Ok(resp) => resp.map(axum::body::Body::new),
+                    Err(e) => axum::response::IntoResponse::into_response(ApiError::internal(format!("{e:?}"))),
+                });
+            }
             // The signature covers the path as sent; only then is it normalised.
             let req = match authn.authenticate(req).await {
                 Ok(req) => req,

@@ -35,6 +35,18 @@ pub fn of(headers: &HeaderMap, uri: &Uri) -> Option<Service> {
     if let Some(s) = scope_service(headers, uri) {
         return Service::from_scope(s);
     }
+    // Signature Version 2 (no scope) is S3's alone: `Authorization: AWS AKID:sig`, or a
+    // presigned `?AWSAccessKeyId=...&Signature=...` (boto3's default for presigned S3 URLs).
+    let v2_header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.starts_with("AWS ") && a.contains(':'));
+    let v2_query = uri.query().is_some_and(|q| {
+        q.split('&').any(|kv| kv.starts_with("AWSAccessKeyId=")) && q.split('&').any(|kv| kv.starts_with("Signature="))
+    });
+    if v2_header || v2_query {
+        return Some(Service::S3);
+    }
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok())?;
     if target.starts_with(crate::cwlogs::TARGET_PREFIX) {
         return Some(Service::Logs);
@@ -97,5 +109,12 @@ mod tests {
             .expect("uri");
         assert_eq!(of(&HeaderMap::new(), &uri), Some(Service::ApiGateway));
         assert_eq!(of(&headers(&[("authorization", "Bearer x")]), &"/".parse().expect("uri")), None);
+        // Signature Version 2 is S3's.
+        let v2: Uri = "/b/k?AWSAccessKeyId=AKID&Signature=abc%3D&Expires=1".parse().expect("uri");
+        assert_eq!(of(&HeaderMap::new(), &v2), Some(Service::S3));
+        assert_eq!(
+            of(&headers(&[("authorization", "AWS AKID:c2ln")]), &"/b/k".parse().expect("uri")),
+            Some(Service::S3)
+        );
     }
 }

@@ -306,6 +306,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         identity: identity.clone(),
         control: control.clone(),
     })));
+    let s3_identity = Arc::new(quarters_api::identity::S3Identity(identity.clone()));
+    let s3 = quarters_s3::service(data_dir.join("s3"), s3_identity.clone(), s3_identity)
+        .map_err(|e| anyhow::anyhow!("opening the S3 store: {e}"))?;
     let auth = if cfg.no_auth {
         quarters_api::auth::Authenticator::disabled()
     } else {
@@ -324,6 +327,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
         gateway: gateway.clone(),
         auth,
         identity,
+        s3: Some(s3),
     });
     quarters_api::restore_pools(&app);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
