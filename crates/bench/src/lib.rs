@@ -27,6 +27,7 @@ mod net;
 mod observability;
 mod report;
 mod runtimes;
+mod security;
 mod server;
 mod stats;
 
@@ -81,7 +82,9 @@ pub struct BenchArgs {
     /// latency over a million records, the metrics registry with 10,000 tenants).
     /// `gateway` (what the API gateway adds per request beside a direct Invoke, without an
     /// authorizer, with a cached TOKEN authorizer and with the JWT authorizer).
-    #[arg(long, default_value = "core", value_parser = ["core", "observability", "gateway"])]
+    /// `security` (SigV4 verification, IAM evaluation with 100 statements, S3 PUT/GET of 4 KiB
+    /// and 4 MiB beside local disk).
+    #[arg(long, default_value = "core", value_parser = ["core", "observability", "gateway", "security"])]
     pub suite: String,
     /// Where to write the results as JSON [default: bench-results/bench-<unix-seconds>.json].
     #[arg(long, value_name = "PATH")]
@@ -201,6 +204,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         bail!("no probe function binary at {}: build with cargo build --release --workspace", probe.display());
     }
     let zip = zip_bootstrap(&std::fs::read(&probe).with_context(|| format!("reading {}", probe.display()))?)?;
+    if args.suite == "security" {
+        let out = args.out.clone().unwrap_or_else(|| default_out_path(unix_now()).with_extension("security.json"));
+        return security::run(&out, args.quick).await;
+    }
     if args.suite == "gateway" {
         let out = args.out.clone().unwrap_or_else(|| default_out_path(unix_now()).with_extension("gateway.json"));
         return gateway::run(&quarters, &zip, &out, args.quick).await;
