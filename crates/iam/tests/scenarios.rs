@@ -351,22 +351,3 @@ fn fixture_policy_decides_like_the_small_one() {
     let plain = fixtures::tenant_context("blue").with_values("aws:SecureTransport", ["false"]);
     assert_eq!(decide(&[&policy], fixtures::ACTION, &own, &plain), Decision::ExplicitDeny);
 }
-
-/// `cargo test -p quarters-iam --release -- --ignored --nocapture evaluate_speed`
-#[test]
-#[ignore = "timing; run on demand"]
-fn evaluate_speed() {
-    let policy = fixtures::tenant_policy(100).expect("fixture parses");
-    let ctx = fixtures::tenant_context("blue");
-    let resource = fixtures::tenant_resource("blue");
-    let req = Request { action: fixtures::ACTION, resource: &resource, context: &ctx };
-    let rounds = 200_000;
-    let started = Instant::now();
-    let mut allowed = 0;
-    for _ in 0..rounds {
-        allowed += usize::from(std::hint::black_box(evaluate(&[&policy], std::hint::black_box(&req))).is_allowed());
-    }
-    let per = started.elapsed() / rounds;
-    assert_eq!(allowed, rounds as usize);
-    println!("evaluate, 100 statements, allow on the last: {per:?} per request");
-}

@@ -748,27 +748,3 @@ fn error_codes_and_messages() {
         assert_eq!(err.http_status(), status);
     }
 }
-
-/// `cargo test -p quarters-sigv4 --release -- --ignored --nocapture bench_verify_100k`
-#[test]
-#[ignore = "benchmark; run explicitly"]
-fn bench_verify_100k() {
-    const N: usize = 100_000;
-    quarters_sigv4::bench_verify(1_000);
-    let elapsed = quarters_sigv4::bench_verify(N);
-    println!("parse+verify: {} ns/op ({N} ops in {elapsed:?})", elapsed.as_nanos() / N as u128);
-
-    // With a cached signing key (saves the four-HMAC key derivation).
-    let req = lambda_invoke();
-    let view = req.view();
-    let parsed = parse(&view).expect("parses").expect("signed");
-    let key = SigningKey::derive(SECRET, &parsed.date, &parsed.region, &parsed.service);
-    let opts = VerifyOptions::for_service("lambda");
-    let start = std::time::Instant::now();
-    for _ in 0..N {
-        let view = std::hint::black_box(req.view());
-        verify_with_key(&view, &parsed, &key, t0(), &opts).expect("verifies");
-    }
-    let elapsed = start.elapsed();
-    println!("verify with cached key (no parse): {} ns/op", elapsed.as_nanos() / N as u128);
-}
