@@ -350,3 +350,51 @@ def test_quarters_cli(server, tmp_path):
     b_logs = server.quarters("logs", name, "--tenant", "tenant-b").stdout
     assert f"START RequestId: {b['requestId']}" in b_logs
     assert a["requestId"] not in b_logs
+
+
+# ---------------------------------------------------------------- memory budget
+
+
+def environments_doc(server, name):
+    with urllib.request.urlopen(f"{server.endpoint}/quarters/v1/environments?function={name}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_memory_budget_bounds_live_environments_and_evicts_the_least_recently_used(fresh_server, probe_zip):
+    """With --memory-budget-mb 384 and 128 MB functions, at most three environments live: each
+    new tenant evicts the least recently used idle one; with all three busy, a fourth gets 429."""
+    fresh_server.extra_args = ["--memory-budget-mb", "384"]
+    s = fresh_server.start()
+    lam = s.client()
+    name = create(lam, probe_zip, MemorySize=128)
+    instances = {}
+    for i in range(6):
+        t = f"tenant {i}/.."
+        _, body = call(lam, name, t, {"action": "echo"})
+        instances[t] = body["instance"]
+        doc = environments_doc(s, name)
+        assert len(doc["Environments"]) <= 3, doc
+        assert doc["MemoryBudgetMB"] == 384 and doc["MemoryCommittedMB"] <= 384, doc
+    live = {e["Tenant"] for e in environments_doc(s, name)["Environments"]}
+    assert live == {"tenant 3/..", "tenant 4/..", "tenant 5/.."}, live
+    # The newest tenants are still warm (same instance); the first was evicted (a new one).
+    _, body = call(lam, name, "tenant 5/..", {"action": "echo"})
+    assert body["instance"] == instances["tenant 5/.."]
+    _, body = call(lam, name, "tenant 0/..", {"action": "echo"})
+    assert body["instance"] != instances["tenant 0/.."]
+
+    # Three busy environments hold the whole budget: a new tenant is refused with AWS's 429.
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        busy = [pool.submit(call, s.client(), name, f"busy {i}", {"action": "sleep", "ms": 3000}) for i in range(3)]
+        ok = wait_until(lambda: sum(e["State"] in ("busy", "initializing") for e in environments_doc(s, name)["Environments"]) == 3, 20)
+        assert ok, (environments_doc(s, name), [b.exception() if b.done() else None for b in busy])
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            lam.invoke(FunctionName=name, TenantId="one too many", Payload=b"{}")
+        err = e.value.response
+        assert err["Error"]["Code"] == "TooManyRequestsException", err
+        assert err["ResponseMetadata"]["HTTPStatusCode"] == 429
+        assert "memory budget" in err["Error"]["Message"], err
+        for b in busy:
+            b.result(timeout=30)
+    call(lam, name, "one too many", {"action": "echo"})

@@ -47,7 +47,14 @@ fn function_uid(app: &App, q: &Q) -> Result<Option<String>, ApiError> {
 async fn environments(State(app): State<Arc<App>>, q: Q) -> Result<Response, ApiError> {
     let uid = function_uid(&app, &q)?;
     let envs = app.manager.environments(uid.as_deref());
-    Ok(Json(json!({ "Sandbox": app.manager.sandbox_name(), "Environments": envs })).into_response())
+    let (committed, budget) = app.manager.memory_committed();
+    Ok(Json(json!({
+        "Sandbox": app.manager.sandbox_name(),
+        "Environments": envs,
+        "MemoryCommittedMB": committed,
+        "MemoryBudgetMB": budget,
+    }))
+    .into_response())
 }
 
 /// Tenant offboarding: destroy every environment of one tenant.

@@ -41,6 +41,12 @@ pub struct ServerConfig {
     /// Invocations in flight across the server.
     #[arg(long, env = "QUARTERS_ACCOUNT_CONCURRENCY", default_value_t = 1000)]
     pub account_concurrency: u32,
+    /// The most memory, in MB, committed to environments: the sum of the MemorySize of every
+    /// live environment (pooled ones included). A new environment that would exceed it evicts
+    /// idle environments, least recently used first, or is refused with 429 when every
+    /// environment is busy. 0: no limit.
+    #[arg(long, env = "QUARTERS_MEMORY_BUDGET_MB", default_value_t = 0)]
+    pub memory_budget_mb: u64,
     /// Most processes (and threads) one environment may have.
     #[arg(long, env = "QUARTERS_PIDS_MAX", default_value_t = 1024)]
     pub pids_max: u32,
@@ -225,6 +231,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
             max_lifetime: (cfg.max_lifetime > 0).then(|| Duration::from_secs(cfg.max_lifetime)),
             init_timeout: Duration::from_secs(cfg.init_timeout),
             account_concurrency: cfg.account_concurrency,
+            memory_budget_mb: (cfg.memory_budget_mb > 0).then_some(cfg.memory_budget_mb),
             arns: arns.clone(),
         },
         Arc::new(sandbox),

@@ -42,6 +42,8 @@ pub(crate) struct EnvInfo {
     pub key: PoolKey,
     /// Started ahead of demand for a tenant-ready pool, and not bound to a tenant yet.
     pub pooled: bool,
+    /// Its MemorySize, held against the server's memory budget while it lives.
+    pub memory_mb: u32,
     pub function_name: Arc<str>,
     pub log_stream: Arc<str>,
     pub created_ms: u64,
@@ -56,6 +58,7 @@ impl EnvInfo {
             id,
             key,
             pooled: false,
+            memory_mb: 0,
             function_name,
             log_stream,
             created_ms: now,
@@ -71,6 +74,7 @@ impl EnvInfo {
             id: self.id,
             key,
             pooled: false,
+            memory_mb: self.memory_mb,
             function_name: self.function_name.clone(),
             log_stream: self.log_stream.clone(),
             created_ms: self.created_ms,

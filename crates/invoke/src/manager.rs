@@ -41,6 +41,10 @@ pub struct ManagerConfig {
     pub init_timeout: Duration,
     /// Invocations in flight across the whole server.
     pub account_concurrency: u32,
+    /// The most memory (the sum of the MemorySize of every live environment, pooled ones
+    /// included) the server commits to environments. A new environment that would exceed it
+    /// first evicts idle environments, least recently used first; none: no limit.
+    pub memory_budget_mb: Option<u64>,
     pub arns: Arns,
 }
 
@@ -133,7 +137,16 @@ struct State {
     generation: HashMap<(Arc<str>, Arc<str>), u64>,
     /// Tenant-ready pools, by (function uid, qualifier).
     ready: HashMap<(Arc<str>, Arc<str>), pool::ReadyPool>,
+    /// MemorySize committed to live environments and to those being started (see
+    /// [`ManagerConfig::memory_budget_mb`]).
+    memory_mb: u64,
     shutting_down: bool,
+}
+
+impl State {
+    fn release_memory(&mut self, mb: u32) {
+        self.memory_mb = self.memory_mb.saturating_sub(u64::from(mb));
+    }
 }
 
 struct Inner {
@@ -383,7 +396,7 @@ impl Manager {
                     let cap = (u64::from(limits::TENANT_ENVS_PER_1000) * u64::from(conc)).div_ceil(1000) as u32;
                     let envs = st.per_function.get(&key.function_uid).map(|c| c.envs).unwrap_or(0);
                     if envs >= cap {
-                        match take_lru_idle(&mut st, &key.function_uid) {
+                        match take_lru_idle(&mut st, Some(&key.function_uid)) {
                             Some(victim) => doomed.push(victim),
                             None => {
                                 return Err(InvokeError::TooManyRequests {
@@ -394,6 +407,14 @@ impl Manager {
                         }
                     }
                 }
+                if let Err(e) = self.make_room(&mut st, target.config.memory_mb, &mut doomed) {
+                    drop(st);
+                    for env in doomed {
+                        self.destroy(env);
+                    }
+                    return Err(e);
+                }
+                st.memory_mb += u64::from(target.config.memory_mb);
                 st.per_function.entry(key.function_uid.clone()).or_default().envs += 1;
             }
             found
@@ -413,9 +434,53 @@ impl Manager {
                 if let Some(c) = st.per_function.get_mut(&key.function_uid) {
                     c.envs = c.envs.saturating_sub(1);
                 }
+                st.release_memory(target.config.memory_mb);
                 Err(e)
             }
         }
+    }
+
+    /// Within the memory budget, make room for a new environment of `mb`: pick idle
+    /// environments to evict (into `doomed`), least recently used first across every function,
+    /// then unbound ones from tenant-ready pools. Environments already in `doomed` are being
+    /// evicted and count as free.
+    fn make_room(&self, st: &mut State, mb: u32, doomed: &mut Vec<Env>) -> Result<(), InvokeError> {
+        let Some(budget) = self.inner.cfg.memory_budget_mb else { return Ok(()) };
+        let need = u64::from(mb);
+        if need > budget {
+            return Err(InvokeError::TooManyRequests {
+                reason: "ConcurrentInvocationLimitExceeded",
+                message: format!(
+                    "Rate Exceeded. The function's MemorySize ({mb} MB) exceeds the server's memory budget ({budget} MB)."
+                ),
+            });
+        }
+        loop {
+            let freeing: u64 = doomed.iter().map(|e| u64::from(e.info.memory_mb)).sum();
+            if st.memory_mb.saturating_sub(freeing) + need <= budget {
+                return Ok(());
+            }
+            match take_lru_idle(st, None).or_else(|| pool::take_any_ready(st)) {
+                Some(victim) => {
+                    tracing::debug!(env = %victim.info.id, "evicted to stay within the memory budget");
+                    doomed.push(victim);
+                }
+                None => {
+                    return Err(InvokeError::TooManyRequests {
+                        reason: "ConcurrentInvocationLimitExceeded",
+                        message: format!(
+                            "Rate Exceeded. The server's memory budget ({budget} MB) is held by busy environments."
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    /// MemorySize committed to environments now, and the budget (see
+    /// [`ManagerConfig::memory_budget_mb`]).
+    pub fn memory_committed(&self) -> (u64, Option<u64>) {
+        (lock(&self.inner.state).memory_mb, self.inner.cfg.memory_budget_mb)
     }
 
     /// How the function's environments start (one place for custom and managed runtimes).
@@ -546,6 +611,7 @@ impl Manager {
         });
         let mut info = EnvInfo::new(id, key.clone(), cfg.name.as_str().into(), stream, now);
         info.pooled = pooled;
+        info.memory_mb = cfg.memory_mb;
         let info = Arc::new(info);
         lock(&self.inner.state).all.insert(id, info.clone());
         tracing::info!(env = %id, "environment started");
@@ -753,6 +819,7 @@ impl Manager {
             if let Some(c) = st.per_function.get_mut(&env.info.key.function_uid) {
                 c.envs = c.envs.saturating_sub(1);
             }
+            st.release_memory(env.info.memory_mb);
         }
         tracing::info!(env = %env.info.id, "environment destroyed");
         let inner = self.inner.clone();
@@ -914,11 +981,12 @@ impl Manager {
     }
 }
 
-fn take_lru_idle(st: &mut State, function_uid: &Arc<str>) -> Option<Env> {
+/// The least recently used idle environment (of one function, or of any), taken out of its pool.
+fn take_lru_idle(st: &mut State, function_uid: Option<&Arc<str>>) -> Option<Env> {
     let key = st
         .idle
         .iter()
-        .filter(|(k, p)| &k.function_uid == function_uid && !p.is_empty())
+        .filter(|(k, p)| function_uid.is_none_or(|f| &k.function_uid == f) && !p.is_empty())
         .min_by_key(|(_, p)| p.first().map(|e| e.last_used))
         .map(|(k, _)| k.clone())?;
     let pool = st.idle.get_mut(&key)?;
@@ -1168,6 +1236,10 @@ mod tests {
     }
 
     fn fixture(work: Duration, idle: Duration) -> Fixture {
+        fixture_with_budget(work, idle, None)
+    }
+
+    fn fixture_with_budget(work: Duration, idle: Duration, memory_budget_mb: Option<u64>) -> Fixture {
         let dir = tempfile::tempdir().expect("tmp");
         let task = dir.path().join("task");
         std::fs::create_dir_all(&task).expect("task dir");
@@ -1181,6 +1253,7 @@ mod tests {
                 max_lifetime: None,
                 init_timeout: Duration::from_secs(5),
                 account_concurrency: 1000,
+                memory_budget_mb,
                 arns: Arns::default(),
             },
             sandbox.clone(),
@@ -1220,6 +1293,55 @@ mod tests {
     fn served_by(resp: &InvokeResponse) -> (String, Option<String>) {
         let v: serde_json::Value = serde_json::from_slice(&resp.body).expect("json");
         (v["env"].as_str().expect("env").to_owned(), v["tenant"].as_str().map(str::to_owned))
+    }
+
+    /// With a budget of three 128 MB environments, a fourth tenant evicts the least recently
+    /// used idle one; with all three busy, a new one is refused with 429.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_memory_budget_evicts_the_least_recently_used_idle_environment() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let f = fixture_with_budget(Duration::from_millis(1), Duration::from_secs(60), Some(3 * 128));
+        for t in ["a", "b", "c"] {
+            assert!(f.manager.invoke(request(&f.target, t)).await.expect("invoke").cold_start);
+        }
+        assert_eq!(f.manager.memory_committed(), (384, Some(384)));
+        // b and c are used again, so a is the least recently used.
+        for t in ["b", "c"] {
+            assert!(!f.manager.invoke(request(&f.target, t)).await.expect("warm").cold_start);
+        }
+        assert!(f.manager.invoke(request(&f.target, "d")).await.expect("d").cold_start);
+        assert_eq!(f.manager.memory_committed().0, 384, "d took a's place");
+        for t in ["b", "c", "d"] {
+            assert!(!f.manager.invoke(request(&f.target, t)).await.expect("still warm").cold_start, "{t}");
+        }
+        assert!(f.manager.invoke(request(&f.target, "a")).await.expect("a again").cold_start, "a was evicted");
+        assert_eq!(f.sandbox.launched.load(SeqCst), 5);
+        assert!(f.manager.memory_committed().0 <= 384);
+
+        // Three long invocations hold the whole budget: a fourth tenant is refused.
+        let slow = fixture_with_budget(Duration::from_millis(400), Duration::from_secs(60), Some(3 * 128));
+        let busy: Vec<_> = ["x", "y", "z"]
+            .into_iter()
+            .map(|t| {
+                let m = slow.manager.clone();
+                let req = request(&slow.target, t);
+                tokio::spawn(async move { m.invoke(req).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        match slow.manager.invoke(request(&slow.target, "w")).await {
+            Err(InvokeError::TooManyRequests { reason, message }) => {
+                assert_eq!(reason, "ConcurrentInvocationLimitExceeded");
+                assert!(message.contains("memory budget"), "{message}");
+            }
+            other => panic!("expected 429, got {:?}", other.map(|r| r.cold_start)),
+        }
+        for b in busy {
+            b.await.expect("join").expect("busy invocations finish");
+        }
+        // Once they are idle, w fits by evicting one of them.
+        assert!(slow.manager.invoke(request(&slow.target, "w")).await.expect("w").cold_start);
+        assert_eq!(slow.manager.memory_committed().0, 384);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -35,6 +35,12 @@ pub struct PoolStatus {
     pub available: u32,
 }
 
+/// An unbound environment from the fullest tenant-ready pool, to free its memory when bound
+/// environments need it (the pool refills when there is room again).
+pub(super) fn take_any_ready(st: &mut State) -> Option<Env> {
+    st.ready.values_mut().filter(|p| !p.envs.is_empty()).max_by_key(|p| p.envs.len())?.envs.pop()
+}
+
 fn same_code(a: &Target, key: &PoolKey) -> bool {
     a.function_uid == key.function_uid && a.version == key.version && a.generation == key.generation
 }
@@ -101,11 +107,13 @@ impl Manager {
         let mut doomed = Vec::new();
         let mut to_start: Vec<(Arc<str>, Arc<str>, Target)> = Vec::new();
         {
-            let mut st = lock(&self.inner.state);
+            let mut guard = lock(&self.inner.state);
+            let st = &mut *guard;
             if st.shutting_down {
                 return;
             }
             let budget = self.inner.cfg.account_concurrency as usize;
+            let memory_budget = self.inner.cfg.memory_budget_mb.unwrap_or(u64::MAX);
             let mut live = st.all.len();
             let keys: Vec<_> = st.ready.keys().cloned().collect();
             for k in keys {
@@ -127,11 +135,14 @@ impl Manager {
                 }
                 pool.current = Some(target.clone());
                 let have = pool.envs.len() as u32 + pool.starting;
+                let mb = u64::from(target.config.memory_mb);
                 for _ in have..pool.size {
-                    if live >= budget {
+                    // Pools fill only into free budget: they never evict anyone's warm environment.
+                    if live >= budget || st.memory_mb + mb > memory_budget {
                         break;
                     }
                     live += 1;
+                    st.memory_mb += mb;
                     pool.starting += 1;
                     to_start.push((k.0.clone(), k.1.clone(), target.clone()));
                 }
@@ -153,6 +164,7 @@ impl Manager {
             generation: target.generation,
             tenant: None,
         };
+        let mb = target.config.memory_mb;
         let started = if let Ok(ep) = self.entrypoint(&target) {
             lock(&self.inner.state).per_function.entry(key.function_uid.clone()).or_default().envs += 1;
             match self.spawn_env_as(&key, &target, ep, true) {
@@ -176,11 +188,14 @@ impl Manager {
                     if let Some(c) = st.per_function.get_mut(&key.function_uid) {
                         c.envs = c.envs.saturating_sub(1);
                     }
+                    st.release_memory(mb);
                     tracing::warn!(error = %e, "could not start a pooled environment");
                     None
                 }
             }
         } else {
+            // The memory reserved for it when it was planned (refill) goes back.
+            lock(&self.inner.state).release_memory(mb);
             None
         };
         let mut leftover = None;
