@@ -1,16 +1,19 @@
-"""The talk's storage demo, end to end, with boto3 inside a Python function: a shared bucket every
-tenant's function reads with the execution role, and per-tenant prefixes that a tenant's
-credentials reach only for that tenant, both through Quarters' per-tenant credentials and through
-the authorizer flow (a TOKEN authorizer validates the JWT, calls AssumeRole with the tenant tag and
-passes the credentials on through the gateway)."""
+"""The talk's storage demo, end to end, with boto3 inside a Python function and the AWS SDK for
+Rust inside a native one (functions-sdk/storage): a shared bucket every tenant's function reads
+with the execution role, and per-tenant prefixes that a tenant's credentials reach only for that
+tenant, both through Quarters' per-tenant credentials and through the authorizer flow (a TOKEN
+authorizer validates the JWT, calls AssumeRole with the tenant tag and passes the credentials on
+through the gateway)."""
 
 import json
+import pathlib
+import subprocess
 
 import boto3
 import pytest
 from botocore.config import Config
 
-from conftest import unique
+from conftest import ROOT, unique, zip_binary
 from test_gateway import Api, jwt
 from test_runtimes import make
 from test_tenant_credentials import boto3_layer
@@ -79,6 +82,18 @@ def handler(event, context):
 '''
 
 
+SDK_FUNCTION = ROOT / "functions-sdk" / "storage"
+SDK_TARGET = ROOT / "target" / "functions-sdk"
+
+
+def rust_storage_zip():
+    """The native storage function, built on the AWS SDK for Rust. It is not in the workspace (the
+    SDK is large): `./dev test` builds it before the suite; cargo makes this a no-op then."""
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path", str(SDK_FUNCTION / "Cargo.toml"),
+                    "--target-dir", str(SDK_TARGET)], check=True, timeout=1800)
+    return zip_binary(SDK_TARGET / "release" / "storage")
+
+
 def admin(server, service):
     cfg = Config(retries={"max_attempts": 0}, s3={"addressing_style": "path"})
     return boto3.client(service, endpoint_url=server.endpoint, region_name="us-east-1",
@@ -115,29 +130,39 @@ def storage(server):
     env = {"SHARED": shared, "TENANT_DATA": data, "TENANT_ROLE": tenant_arn, "QUARTERS_TENANT_ROLE_ARN": tenant_arn}
     fn = make(lam, "python3.12", "app.handler", {"app.py": FUNCTION}, Role=exec_arn, Layers=[layer], Timeout=30,
               MemorySize=256, Environment={"Variables": env})
+    rs = unique("storage-rs")
+    lam.create_function(FunctionName=rs, Runtime="provided.al2023", Role=exec_arn, Handler="bootstrap",
+                        Code={"ZipFile": rust_storage_zip()}, Timeout=30, MemorySize=256,
+                        TenancyConfig={"TenantIsolationMode": "PER_TENANT"}, Environment={"Variables": env})
     az = make(lam, "python3.12", "az.handler", {"az.py": AUTHORIZER}, tenant=False, Role=exec_arn, Layers=[layer],
               Timeout=30, MemorySize=256, Environment={"Variables": env})
-    return {"function": fn, "authorizer": az, "shared": shared, "data": data}
+    return {"python": fn, "rust": rs, "authorizer": az, "shared": shared, "data": data}
 
 
 def expected(tenant):
     return {t: (f"{t}'s data" if t == tenant else "AccessDenied") for t in TENANTS}
 
 
-def test_per_tenant_credentials_reach_only_their_tenants_data(server, storage):
+SDKS = pytest.mark.parametrize("sdk", ["python", "rust"], ids=["boto3", "aws-sdk-rust"])
+
+
+@SDKS
+def test_per_tenant_credentials_reach_only_their_tenants_data(server, storage, sdk):
     lam = server.client()
     for tenant in TENANTS:
-        r = lam.invoke(FunctionName=storage["function"], TenantId=tenant, Payload=b"{}")
+        r = lam.invoke(FunctionName=storage[sdk], TenantId=tenant, Payload=b"{}")
         out = json.loads(r["Payload"].read())
         assert "FunctionError" not in r, out
         assert out["shared"] == "for every tenant" and out["tenant"] == tenant
         assert out["data"] == expected(tenant), out
+        assert out.get("sdk") == ("aws-sdk-rust" if sdk == "rust" else None), out
 
 
-def test_the_authorizer_flow_passes_tenant_credentials_on(server, storage):
+@SDKS
+def test_the_authorizer_flow_passes_tenant_credentials_on(server, storage, sdk):
     api = Api(server)
     az = api.authorizer(storage["authorizer"])
-    api.route("/data", storage["function"], tenant="context.authorizer.tenantId", auth=az)
+    api.route("/data", storage[sdk], tenant="context.authorizer.tenantId", auth=az)
     api.deploy()
     from test_gateway import call
     for tenant in ("BlueTenant", "GreenTenant"):
@@ -145,6 +170,7 @@ def test_the_authorizer_flow_passes_tenant_credentials_on(server, storage):
         assert status == 200, body
         out = json.loads(body)
         assert out["tenant"] == tenant and out["shared"] == "for every tenant"
+        assert out.get("sdk") == ("aws-sdk-rust" if sdk == "rust" else None), out
         assert out["data"] == expected(tenant), out
     assert call(api.url("/data"))[0] == 401
 
