@@ -200,21 +200,8 @@ enum LogsAction {
     },
 }
 
-/// Entry point of the binary. `sandbox-init` is dispatched before anything else: it runs
-/// inside a sandbox, single-threaded, with no async runtime.
+/// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("sandbox-init") {
-        let mut rest = &args[2..];
-        let direct = rest.first().map(String::as_str) == Some("--direct");
-        if direct {
-            rest = &rest[1..];
-        }
-        if rest.first().map(String::as_str) == Some("--") {
-            rest = &rest[1..];
-        }
-        quarters_sandbox::init::main(rest, direct);
-    }
     let cli = Cli::parse();
     // The demo's own output is the point; the platform's logs stay at warnings unless asked.
     quarters_telemetry::init_tracing(if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" });

@@ -134,6 +134,7 @@ impl RunningServer {
         // Every environment is gone: remove this instance's own parents too.
         self.cgroups.remove_parents();
         let _ = std::fs::remove_dir_all(self.run_dir.join(quarters_invoke::RUNTIMES_DIR));
+        let _ = std::fs::remove_file(self.run_dir.join(quarters_sandbox::INIT_FILE));
         let _ = std::fs::remove_dir(&self.run_dir);
         Ok(())
     }
@@ -222,7 +223,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
     });
     let mut sandbox = BwrapSandbox::new(BwrapConfig {
         bwrap: BwrapConfig::find_bwrap()?,
-        init_exe: std::env::current_exe().context("finding this binary")?,
+        init_exe: quarters_sandbox::install_init(&run_dir).context("installing the sandbox init")?,
         cgroups: cgroups.clone(),
         pids_max: cfg.pids_max,
         hardening: !cfg.no_hardening,

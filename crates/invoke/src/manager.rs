@@ -970,7 +970,7 @@ impl Manager {
                 // Environments' run directories are gone (the runtimes' files stay until the
                 // server's own clean-up).
                 && std::fs::read_dir(&self.inner.cfg.run_dir)
-                    .map(|d| d.filter_map(Result::ok).all(|e| e.file_name() == RUNTIMES_DIR))
+                    .map(|d| d.filter_map(Result::ok).all(|e| e.file_name() == RUNTIMES_DIR || e.file_name() == quarters_sandbox::INIT_FILE))
                     .unwrap_or(true)
             {
                 break;

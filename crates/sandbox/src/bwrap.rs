@@ -28,7 +28,7 @@ const IMAGE_INIT_PATH: &str = "/run/quarters-init";
 #[derive(Debug, Clone)]
 pub struct BwrapConfig {
     pub bwrap: PathBuf,
-    /// This binary: it runs inside each sandbox in `sandbox-init` mode.
+    /// The init program ([`crate::install_init`]): it runs inside each sandbox as `sandbox-init`.
     pub init_exe: PathBuf,
     pub cgroups: CgroupLayout,
     pub pids_max: u32,

@@ -5,39 +5,58 @@
 //! (a microVM) can be added later.
 //!
 //! The real backend, [`BwrapSandbox`], spawns by fork+exec only: `bwrap` from Debian's
-//! bubblewrap makes the namespaces and mounts, then execs this very binary in its
-//! single-threaded `sandbox-init` mode ([`init`]), which supervises the function's runtime. The
-//! sandbox runs in a network namespace the platform made ([`netns`]) with the environment's
+//! bubblewrap makes the namespaces and mounts, then execs the init, a small static program
+//! built from `init/main.rs` by this crate's build script and embedded in the `quarters` binary
+//! ([`INIT_PROGRAM`], written out at start by [`install_init`]), which supervises the
+//! function's runtime. The sandbox runs in a network namespace the platform made ([`netns`]) with the environment's
 //! Runtime API listener already inside; where that is not possible, the init relays the Runtime
 //! API port to the environment's private Unix socket instead.
 
 mod bwrap;
 pub mod cgroup;
-pub mod init;
 pub mod netns;
 pub mod scratch;
 pub mod seccomp;
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use bwrap::{BwrapConfig, BwrapSandbox};
 use quarters_types::EnvId;
 pub use scratch::{ScratchConfig, ScratchDisk, ScratchDisks};
 use tokio::sync::{mpsc, oneshot};
 
-/// Where, inside every sandbox, the environment's private directory is mounted. It holds the
-/// Runtime API socket and the runtime's exit record.
-pub const SANDBOX_RUN_DIR: &str = "/run/quarters";
-/// The name of the Runtime API socket in the environment's run directory.
-pub const RAPI_SOCKET: &str = "rapi.sock";
-/// The name of the file where the init records how the runtime ended.
-pub const EXIT_FILE: &str = "exit";
-/// The address the Runtime API answers on inside the sandbox.
-pub const RUNTIME_API_ADDR: &str = "127.0.0.1:9001";
+// Shared with the init program (init/main.rs), which is built on its own.
+include!("paths.rs");
 /// The address, inside the sandbox, of the relay to the platform's own AWS API (made only where
 /// the platform makes the environment's network namespace; see [`netns`]).
 pub const API_RELAY_ADDR: &str = "127.0.0.1:9002";
+
+/// The init program (`init/main.rs`, statically linked): a few hundred kilobytes that start in
+/// a fraction of the time the whole `quarters` binary takes to load.
+pub const INIT_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/quarters-init"));
+/// Its file name where [`install_init`] writes it.
+pub const INIT_FILE: &str = "quarters-init";
+
+/// Write the init program into `dir` (made if missing), executable, and check that it runs
+/// there (a directory on a `noexec` mount would fail every sandbox). Returns its path.
+pub fn install_init(dir: &Path) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(INIT_FILE);
+    let tmp = dir.join(format!(".{INIT_FILE}.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o755).open(&tmp)?;
+    f.write_all(INIT_PROGRAM)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &path)?;
+    let out = std::process::Command::new(&path).arg("--check").output()?;
+    if !out.status.success() || out.stdout != b"ok\n" {
+        return Err(std::io::Error::other(format!("{} does not run here ({})", path.display(), out.status)));
+    }
+    Ok(path)
+}
 
 /// What to run, and with which limits.
 #[derive(Debug, Clone)]
@@ -205,4 +224,18 @@ pub fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod init_tests {
+    /// The embedded init is a static executable that runs where it is written.
+    #[test]
+    fn the_init_program_installs_and_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = super::install_init(dir.path()).expect("install");
+        assert_eq!(path, dir.path().join(super::INIT_FILE));
+        assert!(super::INIT_PROGRAM.starts_with(b"\x7fELF"));
+        let out = std::process::Command::new(&path).output().expect("run");
+        assert_eq!(out.status.code(), Some(126), "no command: a usage error");
+    }
 }

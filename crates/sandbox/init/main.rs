@@ -1,4 +1,9 @@
-//! `quarters sandbox-init`: the first process of every sandbox (after bwrap's own pid 1).
+//! `quarters-init`: the first process of every sandbox (after bwrap's own pid 1).
+//!
+//! A program of its own, built by the crate's build script with nothing but `std`, statically
+//! linked, and embedded in the `quarters` binary: it starts in a fraction of the time the whole
+//! server binary takes to load, on every cold start. Its command line is
+//! `quarters-init sandbox-init [--direct] [--] RUNTIME [ARGS...]` (`--check` prints `ok`).
 //!
 //! It runs inside the sandbox's namespaces, with no capabilities, and does three things:
 //! 1. listens on [`RUNTIME_API_ADDR`] inside the sandbox's private network namespace and relays
@@ -18,12 +23,32 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::{EXIT_FILE, RAPI_SOCKET, RUNTIME_API_ADDR, SANDBOX_RUN_DIR};
+include!("../src/paths.rs");
 
-/// Entry point. `command` is the runtime's command line. With `direct`, the platform already
-/// listens on the Runtime API address inside this sandbox's network namespace and there is
-/// nothing to relay. Never returns.
-pub fn main(command: &[String], direct: bool) -> ! {
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mut rest = args.get(1..).unwrap_or_default();
+    match rest.first().map(String::as_str) {
+        Some("--check") => {
+            println!("ok");
+            return;
+        }
+        Some("sandbox-init") => rest = &rest[1..],
+        _ => fail("usage: quarters-init sandbox-init [--direct] [--] RUNTIME [ARGS...]"),
+    }
+    let direct = rest.first().map(String::as_str) == Some("--direct");
+    if direct {
+        rest = &rest[1..];
+    }
+    if rest.first().map(String::as_str) == Some("--") {
+        rest = &rest[1..];
+    }
+    run(rest, direct)
+}
+
+/// `command` is the runtime's command line. With `direct`, the platform already listens on the
+/// Runtime API address inside this sandbox's network namespace and there is nothing to relay.
+fn run(command: &[String], direct: bool) -> ! {
     close_inherited_fds();
     let Some((program, args)) = command.split_first() else {
         fail("sandbox-init: no command given");
@@ -68,11 +93,16 @@ fn fail(msg: &str) -> ! {
     std::process::exit(126);
 }
 
+unsafe extern "C" {
+    /// glibc's wrapper (2.34 and later) of close_range(2).
+    fn close_range(first: u32, last: u32, flags: i32) -> i32;
+}
+
 /// Close every fd above stderr, so nothing the launcher held leaks into the runtime.
 fn close_inherited_fds() {
     // SAFETY: close_range only closes descriptors; no Rust object owns fds above 2 yet.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        close_range(3, u32::MAX, 0);
     }
 }
 
