@@ -1,6 +1,7 @@
 //! The bubblewrap backend.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cgroup::{CgroupLayout, Limits};
 use crate::netns::NetnsFactory;
-use crate::scratch::{ScratchDisk, ScratchDisks};
+use crate::scratch::{NarrowView, ScratchDisk, ScratchDisks};
 use crate::seccomp::Filters;
 use crate::{
     EXIT_FILE, Exit, ExitInfo, Launched, RuntimeChannel, SANDBOX_RUN_DIR, Sandbox, SandboxControl, SandboxError,
@@ -213,6 +214,12 @@ impl Sandbox for BwrapSandbox {
             Some(disks) => Some(disks.attach(spec.env_id, spec.tmp_mb).map_err(|e| SandboxError::Prepare(undo(e)))?),
             None => None,
         };
+        let view: Option<NarrowView> = match (&self.scratch, &scratch) {
+            (Some(disks), Some(disk)) => {
+                Some(NarrowView::new(disks, disk).map_err(|e| SandboxError::Prepare(undo(e)))?)
+            }
+            _ => None,
+        };
         let (read, write) = output_pipe().map_err(|e| SandboxError::Prepare(undo(e)))?;
         let write2: OwnedFd = write.try_clone().map_err(|e| SandboxError::Prepare(undo(e)))?;
 
@@ -229,7 +236,9 @@ impl Sandbox for BwrapSandbox {
         // The arguments go through a memfd (`--args FD`), so that the sandbox's own `ps` does
         // not show host paths or the environment variables of bwrap's command line.
         // (bwrap takes options from the fd; the command after `--` stays on the command line.)
-        let all = self.args(spec, &seccomp_fds, scratch.as_ref().map(ScratchDisk::path));
+        // With the narrowed view, the disk is at the scratch directory's own path.
+        let tmp_path = view.as_ref().map(|v| PathBuf::from(std::ffi::OsStr::from_bytes(v.path().to_bytes())));
+        let all = self.args(spec, &seccomp_fds, tmp_path.as_deref());
         let split = all.iter().position(|a| a == "--").unwrap_or(all.len());
         let (options, command) = all.split_at(split);
         let mut packed = Vec::new();
@@ -250,15 +259,21 @@ impl Sandbox for BwrapSandbox {
             .stderr(Stdio::from(write2));
         let attach: Vec<i32> = cgroup.as_ref().map(|c| c.attach_fds()).unwrap_or_default();
         let netns_fd: i32 = spec.netns.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+        let view = view.map(Arc::new);
+        let child_view = view.clone();
         // SAFETY: the closure runs between fork and exec in the child. It only calls write(2),
-        // setns(2) and fcntl(2) on fds that were opened before the fork and stay open until
-        // spawn returns (`spec` outlives the spawn); these are async-signal-safe and the
-        // closure allocates nothing. Clearing FD_CLOEXEC and entering the network namespace
-        // affect only the child, so no other spawn inherits either.
+        // setns(2), fcntl(2) and (NarrowView::enter) unshare, mount, open_tree, umount2,
+        // move_mount and close, on fds and strings made before the fork that stay alive until
+        // spawn returns (`spec` and `view` outlive the spawn); it allocates nothing. Clearing
+        // FD_CLOEXEC and entering the namespaces affect only the child, so no other spawn
+        // inherits either.
         unsafe {
             cmd.pre_exec(move || {
                 if netns_fd >= 0 && libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(v) = &child_view {
+                    v.enter()?;
                 }
                 for fd in &attach {
                     if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
@@ -274,7 +289,8 @@ impl Sandbox for BwrapSandbox {
             });
         }
         let child = cmd.spawn();
-        drop(cmd); // closes our copies of the pipe's write end
+        drop(cmd); // closes our copies of the pipe's write end (and the child's view)
+        drop(view);
         drop(seccomp);
         drop(args_fd);
         let mut child = match child {

@@ -30,6 +30,14 @@
 //! - Releasing a disk shuts the filesystem down first (`FS_IOC_SHUTDOWN`), so the unmount does
 //!   not write back dirty pages of files nobody will read again.
 //!
+//! - Each environment's disk is a mount in the host's mount namespace, and bubblewrap reads the
+//!   whole mount table for every bind it makes: with hundreds of environments alive, most of a
+//!   sandbox's start-up went into formatting and parsing other environments' mounts. So the
+//!   scratch directory is a mount point of its own (bound onto itself), and the sandbox's
+//!   launcher, between fork and exec, enters a new mount namespace, detaches the scratch
+//!   directory (every environment's disk with it, in one call) and puts back only its own disk,
+//!   at the scratch directory's path ([`NarrowView`]); bubblewrap starts from that.
+//!
 //! The scratch directory holds `<env>/` (a mount point, named by [`EnvId`] only), `probe/`
 //! (the start-up check), `template/<MB>.img`, and `spare/<n>.img` between a copy and its
 //! attachment.
@@ -148,6 +156,7 @@ impl ScratchDisks {
         if removed > 0 {
             tracing::warn!(removed, dir = %dir.display(), "removed scratch disks left by an earlier run");
         }
+        bind_onto_itself(&dir)?;
         let spare_dir = dir.join(SPARE_DIR);
         let template_dir = dir.join(TEMPLATE_DIR);
         for d in [&spare_dir, &template_dir] {
@@ -403,6 +412,93 @@ fn refill(shared: &Shared) {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Make `dir` a private mount point of its own (a bind onto itself), unless it is one already
+/// (an earlier run's), so that one `umount2` detaches every disk mounted below it.
+fn bind_onto_itself(dir: &Path) -> io::Result<()> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    let already = mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).any(|p| unescape_mount_path(p) == dir);
+    let c = c_path(dir)?;
+    if !already {
+        // SAFETY: mount(2) with NUL-terminated paths that outlive the call.
+        if unsafe { libc::mount(c.as_ptr(), c.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: as above; MS_PRIVATE changes only the propagation of the mount at `dir`.
+    if unsafe { libc::mount(std::ptr::null(), c.as_ptr(), std::ptr::null(), libc::MS_PRIVATE, std::ptr::null()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What a sandbox's launcher needs, between fork and exec, to start bubblewrap in a mount
+/// namespace where the scratch directory holds only its own disk (see the module's notes).
+/// Made before the fork, since the child may not allocate.
+#[derive(Debug)]
+pub struct NarrowView {
+    own: CString,
+    dir: CString,
+}
+
+impl NarrowView {
+    pub fn new(disks: &ScratchDisks, disk: &ScratchDisk) -> io::Result<Self> {
+        Ok(Self { own: c_path(disk.path())?, dir: c_path(disks.dir())? })
+    }
+
+    /// Where the sandbox finds its disk once [`NarrowView::enter`] ran: the scratch directory.
+    pub fn path(&self) -> &CStr {
+        &self.dir
+    }
+
+    /// Enter a new mount namespace (propagation from the host only), take a copy of our disk's
+    /// mount, detach the scratch directory and attach the copy in its place.
+    ///
+    /// Only for the child between fork and exec: it changes the calling thread's mount
+    /// namespace. It makes raw system calls only and allocates nothing.
+    pub fn enter(&self) -> io::Result<()> {
+        let check = |rc: libc::c_long| if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) };
+        // SAFETY: unshare(2) and mount(2) with NUL-terminated strings that outlive the calls
+        // (`self` is borrowed across them).
+        unsafe {
+            check(libc::c_long::from(libc::unshare(libc::CLONE_NEWNS)))?;
+            check(libc::c_long::from(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            )))?;
+        }
+        // SAFETY: open_tree(2) reads the NUL-terminated path and returns a new fd, owned here
+        // and closed below (no allocation: a raw close).
+        let copy = check(unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                self.own.as_ptr(),
+                libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC,
+            )
+        })? as libc::c_int;
+        // SAFETY: umount2 and move_mount with NUL-terminated paths that outlive the calls, and
+        // the fd open_tree just returned; the fd is closed once, after its last use.
+        let attached = unsafe {
+            check(libc::c_long::from(libc::umount2(self.dir.as_ptr(), libc::MNT_DETACH))).and_then(|_| {
+                check(libc::syscall(
+                    libc::SYS_move_mount,
+                    copy,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    self.dir.as_ptr(),
+                    libc::MOVE_MOUNT_F_EMPTY_PATH,
+                ))
+            })
+        };
+        // SAFETY: `copy` is ours and not used after this.
+        unsafe { libc::close(copy) };
+        attached.map(|_| ())
+    }
 }
 
 /// An environment's mounted scratch disk. [`ScratchDisk::release`] (or dropping it) unmounts it,
