@@ -294,6 +294,10 @@ impl Drop for ScratchDisks {
     fn drop(&mut self) {
         lock(&self.shared.pool).stopping = true;
         self.shared.wake.notify_all();
+        // The scratch directory's bind onto itself, so that the directory can be removed.
+        if let Err(e) = umount_detach(&self.shared.dir) {
+            tracing::debug!(error = %e, "cannot unmount the scratch directory");
+        }
     }
 }
 
