@@ -2,7 +2,10 @@
 //!
 //! Lambda has no tenant dimension; Quarters keeps one, with a cardinality guard: per function,
 //! the `top_tenants` most active tenants keep their own series and the rest are folded into
-//! `tenant="__other__"` when exposed. Tenant ids are untrusted: label values are escaped.
+//! `tenant="__other__"` when exposed. Memory is bounded too: per function at most ten times
+//! that many tenant series are held; beyond it the least recently seen tenants' series are
+//! folded into one that is part of `__other__` (a tenant that comes back starts a new series).
+//! Tenant ids are untrusted: label values are escaped.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -44,6 +47,8 @@ impl Histogram {
 
 #[derive(Debug, Clone, Default)]
 struct Series {
+    /// The registry's tick when the series last changed (which tenants to forget first).
+    last: u64,
     invocations: u64,
     errors: u64,
     throttles: u64,
@@ -88,9 +93,44 @@ pub struct EnvCounts {
 }
 
 pub struct Metrics {
-    /// function → tenant ("" for none) → series.
-    series: Mutex<HashMap<String, HashMap<String, Series>>>,
+    series: Mutex<Registry>,
     top_tenants: usize,
+    /// Tenant series held per function at most (see the module's notes).
+    max_tenants: usize,
+}
+
+#[derive(Default)]
+struct Registry {
+    fns: HashMap<String, FunctionSeries>,
+    /// Counts updates: the series' `last`.
+    tick: u64,
+}
+
+#[derive(Default)]
+struct FunctionSeries {
+    /// tenant ("" for none) → series.
+    tenants: HashMap<String, Series>,
+    /// Tenants forgotten to bound memory, together.
+    forgotten: Option<Series>,
+}
+
+impl FunctionSeries {
+    /// Fold the least recently seen tenants into `forgotten` until `keep` are left.
+    fn forget_oldest(&mut self, keep: usize) {
+        let mut ages: Vec<(u64, String)> =
+            self.tenants.iter().filter(|(t, _)| !t.is_empty()).map(|(t, s)| (s.last, t.clone())).collect();
+        if ages.len() <= keep {
+            return;
+        }
+        let cut = ages.len() - keep;
+        ages.select_nth_unstable(cut - 1);
+        for (_, t) in &ages[..cut] {
+            if let Some(s) = self.tenants.remove(t) {
+                self.forgotten.get_or_insert_with(Series::default).add(&s);
+            }
+        }
+        self.tenants.shrink_to(keep + keep / 10 + 1);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -113,19 +153,39 @@ pub(crate) fn escape(v: &str) -> String {
 
 impl Metrics {
     pub fn new(top_tenants: usize) -> Self {
-        Self { series: Mutex::new(HashMap::new()), top_tenants }
+        Self::with_limit(top_tenants, top_tenants.max(100) * 10)
+    }
+
+    /// At most `max_tenants` tenant series held per function.
+    pub fn with_limit(top_tenants: usize, max_tenants: usize) -> Self {
+        Self { series: Mutex::new(Registry::default()), top_tenants, max_tenants: max_tenants.max(1) }
     }
 
     fn with(&self, function: &str, tenant: Option<&str>, f: impl FnOnce(&mut Series)) {
-        let mut all = lock(&self.series);
-        let per = match all.get_mut(function) {
+        let mut guard = lock(&self.series);
+        let reg = &mut *guard;
+        reg.tick += 1;
+        let tick = reg.tick;
+        let per = match reg.fns.get_mut(function) {
             Some(p) => p,
-            None => all.entry(function.to_string()).or_default(),
+            None => reg.fns.entry(function.to_string()).or_default(),
         };
         let key = tenant.unwrap_or("");
-        match per.get_mut(key) {
-            Some(s) => f(s),
-            None => f(per.entry(key.to_string()).or_default()),
+        match per.tenants.get_mut(key) {
+            Some(s) => {
+                s.last = tick;
+                f(s)
+            }
+            None => {
+                // A tenant past the bound: forget the oldest tenth at once, so this runs once
+                // per that many new tenants.
+                if per.tenants.len() > self.max_tenants {
+                    per.forget_oldest(self.max_tenants - self.max_tenants / 10);
+                }
+                let s = per.tenants.entry(key.to_string()).or_default();
+                s.last = tick;
+                f(s)
+            }
         }
     }
 
@@ -147,19 +207,20 @@ impl Metrics {
 
     /// Forget a deleted function's series.
     pub fn forget(&self, function: &str) {
-        lock(&self.series).remove(function);
+        lock(&self.series).fns.remove(function);
     }
 
     /// Series of one function after the cardinality guard: the most active tenants, then the
     /// rest folded into one.
-    fn guarded(&self, per: &HashMap<String, Series>) -> Vec<(String, Series)> {
+    fn guarded(&self, f: &FunctionSeries) -> Vec<(String, Series)> {
+        let per = &f.tenants;
         let mut tenants: Vec<(&String, &Series)> = per.iter().filter(|(t, _)| !t.is_empty()).collect();
         tenants.sort_by(|a, b| b.1.activity().cmp(&a.1.activity()).then_with(|| a.0.cmp(b.0)));
         let mut out: Vec<(String, Series)> = Vec::new();
         if let Some(none) = per.get("") {
             out.push((String::new(), none.clone()));
         }
-        let mut other: Option<Series> = None;
+        let mut other: Option<Series> = f.forgotten.clone();
         for (i, (t, s)) in tenants.into_iter().enumerate() {
             if i < self.top_tenants {
                 out.push((t.clone(), s.clone()));
@@ -175,14 +236,14 @@ impl Metrics {
 
     /// How many (function, tenant) series are held (before the guard).
     pub fn series_count(&self) -> usize {
-        lock(&self.series).values().map(HashMap::len).sum()
+        lock(&self.series).fns.values().map(|f| f.tenants.len()).sum()
     }
 
     /// The exposition, with the environment gauges by function.
     pub fn render(&self, envs: &HashMap<String, EnvCounts>) -> String {
         let snapshot: Vec<(String, Vec<(String, Series)>)> = {
             let all = lock(&self.series);
-            let mut v: Vec<_> = all.iter().map(|(f, per)| (f.clone(), self.guarded(per))).collect();
+            let mut v: Vec<_> = all.fns.iter().map(|(f, per)| (f.clone(), self.guarded(per))).collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         };
@@ -292,5 +353,28 @@ mod tests {
         let m = Metrics::new(10);
         m.invoked("f", Some("d\"\n"), ok(1));
         assert!(m.render(&HashMap::new()).contains("tenant=\"d\\\"\\n\""));
+    }
+
+    /// Memory stays bounded with ever new tenants: the oldest are folded into `__other__`, and
+    /// no invocation is lost from the totals.
+    #[test]
+    fn series_are_bounded_and_totals_kept() {
+        let m = Metrics::with_limit(3, 100);
+        for i in 0..1000 {
+            m.invoked("f", Some(&format!("t{i}")), ok(1));
+            m.invoked("f", Some("steady"), ok(1));
+            assert!(m.series_count() <= 101, "{} series after {i} tenants", m.series_count());
+        }
+        m.invoked("f", None, ok(1));
+        let text = m.render(&HashMap::new());
+        let total: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("quarters_invocations_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(total, 2001, "{text}");
+        assert!(text.contains("quarters_invocations_total{function=\"f\",tenant=\"steady\"} 1000"), "{text}");
+        assert!(text.contains("quarters_invocations_total{function=\"f\"} 1"), "{text}");
+        assert!(!text.contains("tenant=\"t0\""), "the oldest were forgotten");
     }
 }
