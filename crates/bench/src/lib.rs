@@ -11,8 +11,14 @@
 //! 4. environment creation: K new tenants at once by a few clients, in environments per second;
 //! 5. memory per idle environment: of those K, what the platform's processes (the `bwrap`s and
 //!    the init, not the function's runtime) hold, by PSS and with the kernel's side added;
-//! 6. what hardening costs: once that server is stopped, cold starts on two fresh servers, one
-//!    started with `--no-hardening` (no seccomp filters, writable root), interleaved.
+//! 6. a new tenant's first call from a tenant-ready pool (PutProvisionedConcurrencyConfig), each
+//!    with the pool full, right after a few warm calls;
+//! 7. what hardening costs: once that server is stopped, cold starts on two fresh servers, one
+//!    started with `--no-hardening` (no seccomp filters, writable root), interleaved;
+//! 8. cold starts per runtime, on a fresh server;
+//! 9. many tenants cycling through one function on a fresh server with a memory budget
+//!    (`--memory-budget-mb`): in windows of tenants, latency, live environments against the
+//!    budget's bound, and the memory of the server's process tree.
 //!
 //! It is not a timed test: it prints figures with their baselines and ratios, and checks them
 //! against targets. The machines it runs on are shared and noisy, so it reports medians and
@@ -20,11 +26,14 @@
 //! requests, or slices of time) so noise lands on both alike. The run fails only when more than
 //! 1% of the invocations fail.
 
+mod cycle;
 mod envs;
 mod gateway;
 mod mem;
 mod net;
 mod observability;
+mod pool;
+mod registry;
 mod report;
 mod runtimes;
 mod security;
@@ -77,8 +86,19 @@ pub struct BenchArgs {
     /// Cold starts on each of the hardened and the unhardened server [default: as --cold].
     #[arg(long, value_name = "N")]
     pub hardening_cold: Option<usize>,
+    /// New tenants' first calls served from a tenant-ready pool, each with the pool full
+    /// [default: 100, quick 30].
+    #[arg(long, value_name = "N")]
+    pub pool_calls: Option<usize>,
+    /// Distinct tenants cycling through one function on a server with a memory budget of
+    /// 2048 MB, each invoked once; 0 skips it [default: 10000, quick 1000].
+    #[arg(long, value_name = "N")]
+    pub cycle_tenants: Option<usize>,
+    /// Concurrent clients of the cycling tenants (at most the 16 environments the budget holds).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub cycle_clients: usize,
     /// What to measure: `core` (invoke latency, throughput, cold starts, environments,
-    /// hardening, runtimes) or `observability` (log ingest, logging cost, Insights query
+    /// tenant-ready pools, hardening, runtimes, tenants cycling under a memory budget) or `observability` (log ingest, logging cost, Insights query
     /// latency over a million records, the metrics registry with 10,000 tenants).
     /// `gateway` (what the API gateway adds per request beside a direct Invoke, without an
     /// authorizer, with a cached TOKEN authorizer and with the JWT authorizer).
@@ -104,15 +124,25 @@ const TARGET_ENVS_PER_SEC: f64 = 100.0;
 const TARGET_PLATFORM_MIB: f64 = 2.0;
 const TARGET_HARDENING_PERCENT: f64 = 20.0;
 const MAX_ERROR_PERCENT: f64 = 1.0;
+/// Issue 4's targets: a new tenant's first call from a tenant-ready pool costs at most this many
+/// warm calls (p50); with many tenants cycling under a memory budget, the live environments stay
+/// within the budget, the memory of the server's process tree does not grow from the first
+/// window to the last by more than this, and nor does the calls' p99 (the last quarter of the
+/// windows against the first).
+const TARGET_POOL_WARM_RATIO: f64 = 2.0;
+const TARGET_CYCLE_GROWTH_PERCENT: f64 = 10.0;
+const TARGET_CYCLE_P99_RATIO: f64 = 1.5;
 /// The managed-runtimes issue's target: what the platform adds to a runtime's own start.
 const TARGET_RUNTIME_ADDED_MS: f64 = 10.0;
 
 const FUNCTION: &str = "bench-probe";
+/// The MemorySize of every function the bench deploys.
+const MEMORY_MB: u32 = 128;
 const WARM_TENANT: &str = "bench-warm";
 const PAYLOAD: &[u8] = br#"{"action":"echo"}"#;
 /// Warm latency alternates between echo and Invoke every this many requests.
 const CHUNK: usize = 100;
-const STEPS: usize = 10;
+const STEPS: usize = 12;
 
 /// How much of everything, from the arguments.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +158,9 @@ struct Plan {
     env_clients: usize,
     hardening_cold: usize,
     runtime_cold: usize,
+    pool_calls: usize,
+    cycle_tenants: usize,
+    cycle_clients: usize,
 }
 
 impl Plan {
@@ -163,6 +196,18 @@ impl Plan {
         if hardening_cold == 0 {
             bail!("--hardening-cold must be at least 1");
         }
+        let pool_calls = args.pool_calls.unwrap_or(if q { 30 } else { 100 });
+        if pool_calls == 0 {
+            bail!("--pool-calls must be at least 1");
+        }
+        let cycle_tenants = args.cycle_tenants.unwrap_or(if q { 1000 } else { 10_000 });
+        if cycle_tenants > 1_000_000 {
+            bail!("--cycle-tenants must be at most 1000000");
+        }
+        let bound = cycle::BUDGET_MB / u64::from(MEMORY_MB);
+        if args.cycle_clients == 0 || args.cycle_clients as u64 > bound {
+            bail!("--cycle-clients must be between 1 and {bound} (the environments the memory budget holds)");
+        }
         Ok(Plan {
             warm_requests,
             warmup_requests: (warm_requests / 10).clamp(20, 200),
@@ -175,6 +220,9 @@ impl Plan {
             env_clients: args.env_clients,
             hardening_cold,
             runtime_cold,
+            pool_calls,
+            cycle_tenants,
+            cycle_clients: args.cycle_clients,
         })
     }
 
@@ -243,6 +291,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     m.runtimes = per_runtime?;
+    // Many tenants through one function under a memory budget, on a fresh server of its own.
+    if plan.cycle_tenants > 0 {
+        let cycled = tokio::select! {
+            c = cycle_on_fresh_server(&plan, &quarters, &zip, &mut m.invoke_errors) => c,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
+        m.cycle = Some(cycled?);
+    }
 
     let rows = rows(&m, &plan);
     let out = args.out.clone().unwrap_or_else(|| default_out_path(unix_now()));
@@ -290,6 +346,8 @@ struct Measured {
     memory: Option<Memory>,
     hardening: Hardening,
     runtimes: Vec<runtimes::RuntimeCold>,
+    pool: pool::PoolFirst,
+    cycle: Option<cycle::Cycle>,
     invoke_errors: Book,
     echo_errors: Book,
 }
@@ -491,6 +549,39 @@ async fn measure(plan: &Plan, server: &ServerProcess, zip: &[u8]) -> Result<Meas
         }
     };
 
+    // A tenant-ready pool: after the memory figures, so its tenants' environments are not
+    // among those measured or beside them.
+    step(
+        8,
+        &format!(
+            "tenant-ready pool: {} (PER_TENANT) published, a pool of {}; {} new tenants' first and second calls, each with the pool full, after {} warm calls (tenant {WARM_TENANT}; the last {} counted)...",
+            pool::FUNCTION,
+            pool::SIZE,
+            plan.pool_calls,
+            pool::WARM_BESIDE,
+            pool::WARM_BESIDE - pool::WAKE_UP
+        ),
+    );
+    let mut calls = Tally::default();
+    let measured_pool =
+        pool::measure(server, zip, &invoke, WARM_TENANT, plan.pool_calls, plan.cold_warmup, &mut calls).await;
+    invoke_errors.keep(calls);
+    let pool = measured_pool?;
+    detail(&format!(
+        "first call p50 {:.0} µs p99 {:.0} µs; warm beside it p50 {:.0} µs p99 {:.0} µs: {:.2}x ({:.2}x the warm p50 of step 3); the second call p50 {:.0} µs; {} of {} served from the pool; the pool filled in {:.0} ms, refilled in {:.0} ms (p50)",
+        pool.first.p50,
+        pool.first.p99,
+        pool.warm.p50,
+        pool.warm.p99,
+        pool.ratio(),
+        report::ratio(pool.first.p50, Some(warm_invoke.p50)).unwrap_or(0.0),
+        pool.second.p50,
+        pool.served_from_pool,
+        pool.first.count,
+        pool.initial_fill.as_secs_f64() * 1e3,
+        pool.refill.p50 / 1e3
+    ));
+
     Ok(Measured {
         warm_invoke,
         warm_echo,
@@ -502,9 +593,53 @@ async fn measure(plan: &Plan, server: &ServerProcess, zip: &[u8]) -> Result<Meas
         memory,
         hardening: Hardening::default(),
         runtimes: Vec::new(),
+        pool,
+        cycle: None,
         invoke_errors,
         echo_errors,
     })
+}
+
+/// Many tenants through one function on a fresh server with a memory budget.
+async fn cycle_on_fresh_server(plan: &Plan, quarters: &Path, zip: &[u8], book: &mut Book) -> Result<cycle::Cycle> {
+    step(
+        11,
+        &format!(
+            "{} new tenants cycling through {} (MemorySize {MEMORY_MB} MB) on a new server with --memory-budget-mb {} (at most {} environments), {} clients, in windows of {}...",
+            plan.cycle_tenants,
+            cycle::FUNCTION,
+            cycle::BUDGET_MB,
+            cycle::BUDGET_MB / u64::from(MEMORY_MB),
+            plan.cycle_clients,
+            cycle::window_size(plan.cycle_tenants)
+        ),
+    );
+    let budget = ["--memory-budget-mb".to_string(), cycle::BUDGET_MB.to_string()];
+    let server = ServerProcess::start_with(quarters, true, &budget).await?;
+    let mut calls = Tally::default();
+    let measured = cycle::measure(&server, zip, plan.cycle_tenants, plan.cycle_clients, &mut calls, detail).await;
+    server.stop().await;
+    book.keep(calls);
+    let c = measured?;
+    let (first, last) = (c.first_latency(), c.last_latency());
+    detail(&format!(
+        "{} tenants in {:.1} s ({:.0}/s); environments max {} (bound {}), sandboxes max {}; p99 {:.1} ms in the first {} window(s), {:.1} ms in the last {}: {:.2}x; PSS of server + sandboxes {:+.1}% from the first window to the last (the server's own {:+.2} KiB per tenant); {} error(s)",
+        c.latency().count,
+        c.elapsed.as_secs_f64(),
+        c.per_sec(),
+        c.max_envs().map_or("?".to_string(), |n| n.to_string()),
+        c.bound(),
+        c.max_sandboxes(),
+        first.p99 / 1e3,
+        c.edge(),
+        last.p99 / 1e3,
+        c.edge(),
+        c.p99_ratio(),
+        c.pss_growth_percent().unwrap_or(0.0),
+        c.server_kib_per_tenant().unwrap_or(0.0),
+        c.errors()
+    ));
+    Ok(c)
 }
 
 async fn runtimes_on_fresh_server(
@@ -515,7 +650,7 @@ async fn runtimes_on_fresh_server(
     book: &mut Book,
 ) -> Result<Vec<runtimes::RuntimeCold>> {
     step(
-        9,
+        10,
         &format!(
             "cold starts per runtime on a new server: {} new tenants each, in turn with a bare start of the same program...",
             plan.runtime_cold
@@ -533,7 +668,7 @@ async fn runtimes_on_fresh_server(
 /// `--no-hardening`, the same function deployed on both, new tenants on both in turn.
 async fn compare_hardening(plan: &Plan, quarters: &Path, zip: &[u8], book: &mut Book) -> Result<Hardening> {
     step(
-        8,
+        9,
         &format!(
             "hardening: two new servers, one with --no-hardening; {} cold starts on each, interleaved in chunks of {}...",
             plan.hardening_cold,
@@ -655,6 +790,20 @@ async fn deploy_function(server: &ServerProcess, name: &str, runtime: &str, hand
     deploy_with(server, name, runtime, handler, zip, true).await
 }
 
+/// A PER_TENANT function from a container image (`PackageType: Image`), once Active (pulled).
+async fn deploy_image(server: &ServerProcess, name: &str, image_uri: &str) -> Result<()> {
+    let body = json!({
+        "FunctionName": name,
+        "PackageType": "Image",
+        "Role": "arn:aws:iam::000000000000:role/bench",
+        "Code": { "ImageUri": image_uri },
+        "MemorySize": MEMORY_MB,
+        "Timeout": 10,
+        "TenancyConfig": { "TenantIsolationMode": "PER_TENANT" },
+    });
+    create_and_wait(server, name, body).await
+}
+
 /// Create a function (PER_TENANT or not) and wait until it is Active.
 async fn deploy_with(
     server: &ServerProcess,
@@ -670,12 +819,17 @@ async fn deploy_with(
         "Role": "arn:aws:iam::000000000000:role/bench",
         "Handler": handler,
         "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
-        "MemorySize": 128,
+        "MemorySize": MEMORY_MB,
         "Timeout": 10,
     });
     if per_tenant {
         body["TenancyConfig"] = json!({ "TenantIsolationMode": "PER_TENANT" });
     }
+    create_and_wait(server, name, body).await
+}
+
+/// CreateFunction with `body`, then wait until the function is Active.
+async fn create_and_wait(server: &ServerProcess, name: &str, body: Value) -> Result<()> {
     let (status, _, resp) =
         call_once(server.addr, http::Method::POST, "/2015-03-31/functions", Some(Bytes::from(body.to_string())))
             .await
@@ -820,6 +974,13 @@ fn rows(m: &Measured, plan: &Plan) -> Vec<Row> {
         }
         rows.push(Row::new("runtime PSS/idle env (probe)", Unit::Mib, mem.runtime_pss_mib()));
     }
+    let p = &m.pool;
+    rows.push(
+        Row::new("pool first call p50", Unit::Micros, p.first.p50)
+            .baseline("warm", p.warm.p50)
+            .target(Target::AtMost(TARGET_POOL_WARM_RATIO * p.warm.p50)),
+    );
+    rows.push(Row::new("pool first call p99", Unit::Micros, p.first.p99).baseline("warm", p.warm.p99));
     let h = &m.hardening;
     rows.push(
         Row::new("cold start p50, hardened", Unit::Millis, h.on.p50 / 1e3).baseline("unhardened", h.off.p50 / 1e3),
@@ -840,6 +1001,47 @@ fn rows(m: &Measured, plan: &Plan) -> Vec<Row> {
             Row::new(format!("platform adds, {}", r.label), Unit::Millis, r.added_ms())
                 .target(Target::AtMost(TARGET_RUNTIME_ADDED_MS)),
         );
+    }
+    if let Some(c) = &m.cycle {
+        let bound = c.bound() as f64;
+        let n = c.tenants;
+        if let Some(envs) = c.max_envs() {
+            rows.push(
+                Row::new(format!("live envs max, {n} tenants cycling"), Unit::Count, envs as f64)
+                    .baseline("budget", bound)
+                    .target(Target::AtMost(bound)),
+            );
+        }
+        rows.push(Row::new("sandboxes max, cycling", Unit::Count, c.max_sandboxes() as f64).baseline("budget", bound));
+        if let Some((first, last)) = c.first_last_pss() {
+            rows.push(
+                Row::new("server+sandboxes PSS, last window", Unit::Mib, last as f64 / 1024.0)
+                    .baseline("first", first as f64 / 1024.0)
+                    .target(Target::AtMost((1.0 + TARGET_CYCLE_GROWTH_PERCENT / 100.0) * first as f64 / 1024.0)),
+            );
+        }
+        if let Some((first, last)) = c.first_last_sandboxes_pss() {
+            rows.push(
+                Row::new("of which sandboxes", Unit::Mib, last as f64 / 1024.0)
+                    .baseline("first", first as f64 / 1024.0),
+            );
+        }
+        if let Some((first, last)) = c.first_last_server_pss() {
+            rows.push(
+                Row::new("of which the server", Unit::Mib, last as f64 / 1024.0)
+                    .baseline("first", first as f64 / 1024.0),
+            );
+        }
+        let (first, last) = (c.first_latency(), c.last_latency());
+        rows.push(
+            Row::new("cycling p50, last windows", Unit::Millis, last.p50 / 1e3).baseline("first", first.p50 / 1e3),
+        );
+        rows.push(
+            Row::new("cycling p99, last windows", Unit::Millis, last.p99 / 1e3)
+                .baseline("first", first.p99 / 1e3)
+                .target(Target::AtMost(TARGET_CYCLE_P99_RATIO * first.p99 / 1e3)),
+        );
+        rows.push(Row::new("cycling tenants/s", Unit::PerSec, c.per_sec()));
     }
     rows.push(
         Row::new("failed invocations", Unit::Percent, m.invoke_errors.percent())
@@ -873,6 +1075,13 @@ fn results_json(m: &Measured, plan: &Plan, rows: &[Row], quarters: &Path) -> Val
             "environment_clients": plan.env_clients,
             "hardening_cold_starts": plan.hardening_cold,
             "runtime_cold_starts": plan.runtime_cold,
+            "pool_calls": plan.pool_calls,
+            "pool_size": pool::SIZE,
+            "cycle_tenants": plan.cycle_tenants,
+            "cycle_clients": plan.cycle_clients,
+            "cycle_window": cycle::window_size(plan.cycle_tenants),
+            "cycle_budget_mb": cycle::BUDGET_MB,
+            "memory_size_mb": MEMORY_MB,
         },
         "metrics": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
         "targets_met": rows.iter().all(|r| r.met() != Some(false)),
@@ -887,6 +1096,17 @@ fn results_json(m: &Measured, plan: &Plan, rows: &[Row], quarters: &Path) -> Val
         "memory": m.memory.map(Memory::to_json),
         "hardening": m.hardening.to_json(),
         "runtimes": m.runtimes.iter().map(runtimes::RuntimeCold::to_json).collect::<Vec<_>>(),
+        "pool": {
+            "first_call_p50_us": round2(m.pool.first.p50),
+            "first_call_p99_us": round2(m.pool.first.p99),
+            "warm_p50_us": round2(m.pool.warm.p50),
+            "second_call_p50_us": round2(m.pool.second.p50),
+            "ratio_to_warm_p50": (m.pool.ratio() * 1000.0).round() / 1000.0,
+            "ratio_to_warm_step_p50": (report::ratio(m.pool.first.p50, Some(m.warm_invoke.p50)).unwrap_or(0.0) * 1000.0).round() / 1000.0,
+            "ratio_to_cold_p50": (report::ratio(m.pool.first.p50, Some(m.cold.p50)).unwrap_or(0.0) * 1000.0).round() / 1000.0,
+            "details": m.pool.to_json(),
+        },
+        "cycle": m.cycle.as_ref().map(cycle::Cycle::to_json),
         "errors": {
             "invokes": m.invoke_errors.attempts,
             "failed": m.invoke_errors.errors,
@@ -967,6 +1187,9 @@ mod tests {
             env_clients: 8,
             hardening_cold: None,
             runtime_cold: None,
+            pool_calls: None,
+            cycle_tenants: None,
+            cycle_clients: 4,
             suite: "core".into(),
             out: None,
             quarters: None,
@@ -981,12 +1204,19 @@ mod tests {
         assert_eq!(full.cold, 200);
         assert_eq!(full.slices(), 5);
         assert_eq!((full.envs, full.env_clients, full.hardening_cold), (100, 8, 200));
+        assert_eq!((full.pool_calls, full.cycle_tenants, full.cycle_clients), (100, 10_000, 4));
         let quick = Plan::from_args(&BenchArgs { quick: true, ..args() })?;
         assert_eq!(quick.warm_requests, 400);
         assert_eq!(quick.duration, Duration::from_millis(1500));
         assert_eq!(quick.cold, 40);
         assert_eq!(quick.slices(), 2);
         assert_eq!((quick.envs, quick.hardening_cold), (30, 40));
+        assert_eq!((quick.pool_calls, quick.cycle_tenants), (30, 1000));
+        assert_eq!(Plan::from_args(&BenchArgs { cycle_tenants: Some(0), ..args() })?.cycle_tenants, 0);
+        assert!(Plan::from_args(&BenchArgs { pool_calls: Some(0), ..args() }).is_err());
+        assert!(Plan::from_args(&BenchArgs { cycle_clients: 0, ..args() }).is_err());
+        assert!(Plan::from_args(&BenchArgs { cycle_clients: 17, ..args() }).is_err());
+        assert!(Plan::from_args(&BenchArgs { cycle_clients: 16, ..args() }).is_ok());
         let custom = Plan::from_args(&BenchArgs { quick: true, requests: Some(10), cold: Some(3), ..args() })?;
         assert_eq!((custom.warm_requests, custom.warmup_requests, custom.cold), (10, 20, 3));
         assert!(Plan::from_args(&BenchArgs { duration: Some(0.0), ..args() }).is_err());
@@ -1072,14 +1302,21 @@ mod tests {
                 bare: s(25_000.0),
                 bare_command: "/usr/bin/python3 -c pass".into(),
             }],
+            pool: pool::PoolFirst { size: 4, first: s(1000.0), warm: s(400.0), ..pool::PoolFirst::default() },
+            cycle: None,
             invoke_errors: Book { attempts: 200, errors: 1, first_error: None },
             echo_errors: Book::default(),
         };
         let plan = Plan::from_args(&args()).expect("plan");
         let rows = rows(&m, &plan);
         let met: Vec<Option<bool>> = rows.iter().map(Row::met).filter(Option::is_some).collect();
-        // warm, throughput, cold, environments/s, hardening cost, Python's added start, failures.
-        assert_eq!(met, vec![Some(true), Some(false), Some(true), Some(true), Some(true), Some(false), Some(true)]);
+        // warm, throughput, cold, environments/s, pool first call, hardening cost, Python's added
+        // start, failures.
+        assert_eq!(
+            met,
+            vec![Some(true), Some(false), Some(true), Some(true), Some(false), Some(true), Some(false), Some(true)]
+        );
+        assert!(rows.iter().any(|r| r.name == "pool first call p50" && r.baseline == Some(400.0)));
         assert!(rows.iter().any(|r| r.name == "platform adds, python3.11" && (r.value - 45.0).abs() < 1e-9));
         assert!(rows.iter().any(|r| r.name == "environments started, 8 clients" && r.value == 125.0));
         assert!(rows.iter().any(|r| r.name == "hardening cost, cold p50" && (r.value - 10.0).abs() < 1e-9));
@@ -1095,5 +1332,37 @@ mod tests {
         assert_eq!(doc["memory"], Value::Null);
         assert_eq!(doc["hardening"]["ratio_p50"], json!(1.1));
         assert_eq!(doc["runtimes"][0]["added_p50_ms"], json!(45.0));
+        assert_eq!(doc["pool"]["ratio_to_warm_p50"], json!(2.5));
+        assert_eq!(doc["pool"]["ratio_to_cold_p50"], json!(0.05));
+        assert_eq!(doc["cycle"], Value::Null);
+
+        // With a cycling run: the live environments, memory and p99 rows, each checked.
+        let w = |first_tenant, ms: u64, pss_kib, envs| cycle::Window {
+            first_tenant,
+            tenants: 1,
+            latencies: vec![Duration::from_millis(ms)],
+            errors: 0,
+            elapsed: Duration::from_millis(100),
+            peak: cycle::Peak { envs: Some(envs), sandboxes: envs, samples: 1 },
+            end: cycle::TreeSample { tree_pss: pss_kib, ..cycle::TreeSample::default() },
+        };
+        let m = Measured {
+            cycle: Some(cycle::Cycle {
+                tenants: 2,
+                clients: 1,
+                budget_mb: 2048,
+                memory_mb: 128,
+                windows: vec![w(0, 20, 50 * 1024, 16), w(1, 40, 52 * 1024, 17)],
+                elapsed: Duration::from_millis(200),
+            }),
+            ..m
+        };
+        let rows = super::rows(&m, &plan);
+        let find = |name: &str| rows.iter().find(|r| r.name == name).cloned();
+        assert_eq!(find("live envs max, 2 tenants cycling").and_then(|r| r.met()), Some(false));
+        assert_eq!(find("server+sandboxes PSS, last window").and_then(|r| r.met()), Some(true));
+        assert_eq!(find("cycling p99, last windows").and_then(|r| r.met()), Some(false));
+        let doc = results_json(&m, &plan, &rows, Path::new("/nonexistent/quarters"));
+        assert_eq!(doc["cycle"]["max_environments"], json!(17));
     }
 }

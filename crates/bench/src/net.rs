@@ -59,13 +59,33 @@ pub async fn call_once(
     path: &str,
     body: Option<Bytes>,
 ) -> Result<(StatusCode, HeaderMap, Bytes)> {
-    let mut conn = Conn::open(addr).await?;
-    let mut req = Request::builder().method(method).uri(path).header(header::HOST, addr.to_string());
-    if body.is_some() {
-        req = req.header(header::CONTENT_TYPE, "application/json");
+    Conn::open(addr).await?.call(method, path, body).await
+}
+
+impl Conn {
+    /// One control-plane request on this connection (JSON body, if any), within
+    /// [`REQUEST_TIMEOUT`]. After a failure the connection is opened again for the next call.
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        let mut req = Request::builder().method(method).uri(path).header(header::HOST, self.addr.to_string());
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(body.unwrap_or_default()))?;
+        let answer = match tokio::time::timeout(REQUEST_TIMEOUT, self.send(req)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(anyhow!("{path}: timed out")),
+        };
+        if answer.is_err() {
+            // The next call gets a new connection, if one can be made; this one's error stands.
+            let _ = self.reopen().await;
+        }
+        answer
     }
-    let req = req.body(Full::new(body.unwrap_or_default()))?;
-    tokio::time::timeout(REQUEST_TIMEOUT, conn.send(req)).await.map_err(|_| anyhow!("{path}: timed out"))?
 }
 
 /// What a measurement calls: the echo baseline or the function's Invoke.

@@ -12,6 +12,8 @@ pub enum Unit {
     PerSec,
     Percent,
     Mib,
+    /// A number of things (environments, processes).
+    Count,
 }
 
 impl Unit {
@@ -22,6 +24,7 @@ impl Unit {
             Unit::PerSec => "per_s",
             Unit::Percent => "percent",
             Unit::Mib => "mib",
+            Unit::Count => "count",
         }
     }
 
@@ -34,6 +37,7 @@ impl Unit {
             Unit::PerSec => format!("{v:.0}/s"),
             Unit::Percent => format!("{v:.2}%"),
             Unit::Mib => format!("{v:.2} MiB"),
+            Unit::Count => format!("{v:.0}"),
         }
     }
 }
@@ -243,6 +247,8 @@ mod tests {
         assert_eq!(Unit::PerSec.format(5123.6), "5124/s");
         assert_eq!(Unit::Percent.format(0.5), "0.50%");
         assert_eq!(Unit::Mib.format(1.234), "1.23 MiB");
+        assert_eq!(Unit::Count.format(16.0), "16");
+        assert_eq!(verdict(17.0, Target::AtMost(16.0), Unit::Count), "MISSED by 1 (6%)");
         assert_eq!(verdict(2.5, Target::AtMost(2.0), Unit::Mib), "MISSED by 0.50 MiB (25%)");
     }
 

@@ -1,6 +1,6 @@
-//! Cold starts per runtime (native, Python, Node.js) beside the bare start of the same program
-//! on the host, measured in turn in the same run: what the platform adds to a runtime's own
-//! start-up.
+//! Cold starts per runtime (native, Python, Node.js, a container image) beside the bare start
+//! of the same program on the host, measured in turn in the same run: what the platform adds to
+//! a runtime's own start-up.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -67,27 +67,43 @@ struct Case {
     label: String,
     runtime: &'static str,
     handler: &'static str,
-    zip: Vec<u8>,
+    code: Code,
     bare: Vec<String>,
 }
 
-fn cases(probe: &Path, probe_zip: &[u8]) -> Result<Vec<Case>> {
+enum Code {
+    Zip(Vec<u8>),
+    /// `PackageType: Image`, pulled from the bench's own registry.
+    Image(String),
+}
+
+fn cases(probe: &Path, probe_zip: &[u8], image: Option<String>) -> Result<Vec<Case>> {
     let probe_str = probe.to_string_lossy().into_owned();
     let mut out = vec![Case {
         label: "native (lambda_runtime)".into(),
         runtime: "provided.al2023",
         handler: "bootstrap",
-        zip: probe_zip.to_vec(),
+        code: Code::Zip(probe_zip.to_vec()),
         // Without a Runtime API the probe exits at once: its start-up, to the first syscall
         // that needs the platform.
-        bare: vec![probe_str],
+        bare: vec![probe_str.clone()],
     }];
+    if let Some(uri) = image {
+        // The same probe, as the entrypoint of an image with its own root (its libraries).
+        out.push(Case {
+            label: "image (probe)".into(),
+            runtime: "",
+            handler: "",
+            code: Code::Image(uri),
+            bare: vec![probe_str],
+        });
+    }
     if let Some((rt, python)) = host_runtime(RuntimeFamily::Python) {
         out.push(Case {
             label: rt.as_str().into(),
             runtime: rt.as_str(),
             handler: "lambda_function.handler",
-            zip: zip_of("lambda_function.py", PY_HANDLER.as_bytes(), 0o644)?,
+            code: Code::Zip(zip_of("lambda_function.py", PY_HANDLER.as_bytes(), 0o644)?),
             bare: vec![python.to_string_lossy().into_owned(), "-c".into(), "pass".into()],
         });
     }
@@ -96,7 +112,7 @@ fn cases(probe: &Path, probe_zip: &[u8]) -> Result<Vec<Case>> {
             label: rt.as_str().into(),
             runtime: rt.as_str(),
             handler: "index.handler",
-            zip: zip_of("index.js", NODE_HANDLER.as_bytes(), 0o644)?,
+            code: Code::Zip(zip_of("index.js", NODE_HANDLER.as_bytes(), 0o644)?),
             bare: vec![node.to_string_lossy().into_owned(), "-e".into(), "0".into()],
         });
     }
@@ -134,9 +150,20 @@ pub async fn measure(
 ) -> Result<Vec<RuntimeCold>> {
     let mut out = Vec::new();
     let run = uuid::Uuid::new_v4().simple().to_string();
-    for (k, case) in cases(probe, probe_zip)?.into_iter().enumerate() {
+    // Served for as long as the image row runs (pulled once, at the function's creation).
+    let registry = match crate::registry::Registry::serve_probe(probe).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            detail(&format!("no image row: {e:#}"));
+            None
+        }
+    };
+    for (k, case) in cases(probe, probe_zip, registry.as_ref().map(|r| r.image_uri()))?.into_iter().enumerate() {
         let name = format!("bench-rt-{k}");
-        crate::deploy_function(server, &name, case.runtime, case.handler, &case.zip).await?;
+        match &case.code {
+            Code::Zip(zip) => crate::deploy_function(server, &name, case.runtime, case.handler, zip).await?,
+            Code::Image(uri) => crate::deploy_image(server, &name, uri).await?,
+        }
         let ep = Endpoint {
             addr: server.addr,
             path: format!("/2015-03-31/functions/{name}/invocations"),

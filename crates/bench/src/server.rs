@@ -36,6 +36,11 @@ impl ServerProcess {
     /// Spawn `<quarters> serve` on a free port with a fresh data directory and wait until it
     /// answers ListFunctions. Without `hardening`, it gets the hidden `--no-hardening` flag.
     pub async fn start(quarters: &Path, hardening: bool) -> Result<Self> {
+        Self::start_with(quarters, hardening, &[]).await
+    }
+
+    /// [`ServerProcess::start`] with more arguments to `serve` (such as `--memory-budget-mb`).
+    pub async fn start_with(quarters: &Path, hardening: bool, extra: &[String]) -> Result<Self> {
         let data_dir = tempfile::Builder::new().prefix("quarters-bench-").tempdir().context("creating a data dir")?;
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -56,8 +61,10 @@ impl ServerProcess {
             .arg("--no-auth")
             .arg("--gateway-listen")
             .arg(gateway.to_string())
+            .args(extra)
             .env("QUARTERS_LOG", "warn")
             .env_remove("QUARTERS_NO_HARDENING")
+            .env_remove("QUARTERS_MEMORY_BUDGET_MB")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
