@@ -709,3 +709,23 @@ def test_json_log_format_without_tenant(lam, probe_zip):
     for rec in recs:
         assert "tenantId" not in rec and "tenantId" not in rec.get("record", {}), rec
     assert any(rec.get("message") == "no tenant here" for rec in recs), recs
+
+
+def test_report_max_memory_used_follows_the_environments_peak(lam, probe_zip):
+    """REPORT's Max Memory Used is the environment's peak so far, read again after every
+    invocation: it rises after a large allocation and stays there (a peak) on the next call."""
+    import base64 as b64
+    name = create(lam, probe_zip, MemorySize=256)
+
+    def max_used(payload):
+        r = lam.invoke(FunctionName=name, TenantId="peak", Payload=json.dumps(payload), LogType="Tail")
+        log = b64.b64decode(r["LogResult"]).decode()
+        line = next(l for l in log.splitlines() if l.startswith("REPORT "))
+        return int(report_fields(line)["Max Memory Used"].split()[0])
+
+    small = max_used({"action": "echo"})
+    big = max_used({"action": "alloc", "mb": 80})
+    after = max_used({"action": "echo"})
+    assert small < 60, small
+    assert big >= 80, (small, big)
+    assert after >= big, (big, after)
