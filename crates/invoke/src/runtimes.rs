@@ -16,6 +16,10 @@ use quarters_types::{Runtime, RuntimeFamily};
 const PYTHON_BOOTSTRAP: &str = include_str!("../runtimes/python/bootstrap.py");
 const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/index.mjs");
 const PYTHON_IN_SANDBOX: &str = "/var/runtime/bootstrap.py";
+/// The same client, compiled by the host's interpreter when the server starts: compiling its
+/// source took about 9 ms of every Python cold start. Its code names the source file, so
+/// tracebacks show the source's lines.
+const PYTHON_COMPILED_IN_SANDBOX: &str = "/var/runtime/bootstrap.pyc";
 const NODE_IN_SANDBOX: &str = "/var/runtime/index.mjs";
 
 /// Where interpreters are looked for. Only `/usr` is visible inside a sandbox.
@@ -216,6 +220,8 @@ pub fn image_entrypoint(cfg: &quarters_types::FunctionConfig, root: &Path) -> Re
 #[derive(Debug)]
 pub struct RuntimeFiles {
     python: PathBuf,
+    /// `python`, compiled (none if the host has no Python or compiling failed).
+    python_compiled: Option<PathBuf>,
     node: PathBuf,
 }
 
@@ -230,7 +236,8 @@ impl RuntimeFiles {
             }
             std::fs::write(path, text)?;
         }
-        Ok(Self { python, node })
+        let python_compiled = compile_python(&python);
+        Ok(Self { python, python_compiled, node })
     }
 
     /// The entrypoint of a function with `runtime` whose code is in `task_dir`, or why it has
@@ -260,9 +267,17 @@ impl RuntimeFiles {
             }
             RuntimeFamily::Python => {
                 let i = interpreter(runtime).ok_or_else(|| unavailable(runtime).unwrap_or_default())?;
+                let mut ro_binds = vec![(self.python.clone(), PYTHON_IN_SANDBOX.into())];
+                let script = match &self.python_compiled {
+                    Some(pyc) => {
+                        ro_binds.push((pyc.clone(), PYTHON_COMPILED_IN_SANDBOX.into()));
+                        PYTHON_COMPILED_IN_SANDBOX
+                    }
+                    None => PYTHON_IN_SANDBOX,
+                };
                 Ok(Entrypoint {
-                    command: vec![i.path.to_string_lossy().into_owned(), PYTHON_IN_SANDBOX.into()],
-                    ro_binds: vec![(self.python.clone(), PYTHON_IN_SANDBOX.into())],
+                    command: vec![i.path.to_string_lossy().into_owned(), script.into()],
+                    ro_binds,
                     env: vec![exec_env(runtime), ("PYTHONPATH".into(), "/var/runtime".into())],
                     ..Default::default()
                 })
@@ -285,6 +300,29 @@ impl RuntimeFiles {
                     ..Default::default()
                 })
             }
+        }
+    }
+}
+
+/// Compile the Python client with the host's interpreter (the one sandboxes run), next to its
+/// source, for the path it has inside sandboxes. `None` (run the source) if that fails.
+fn compile_python(source: &Path) -> Option<PathBuf> {
+    let python = &host().python.as_ref()?.path;
+    let compiled = source.with_extension("pyc");
+    let status = std::process::Command::new(python)
+        .args(["-c", "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], dfile=sys.argv[3], doraise=True)"])
+        .arg(source)
+        .arg(&compiled)
+        .arg(PYTHON_IN_SANDBOX)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(compiled),
+        other => {
+            tracing::warn!(?other, "cannot compile the Python runtime client; it starts from source");
+            None
         }
     }
 }
@@ -321,8 +359,12 @@ mod tests {
         let rt = Runtime::Python(12);
         match files.entrypoint(rt, dir.path(), None) {
             Ok(ep) => {
-                assert_eq!(ep.command.last().map(String::as_str), Some(PYTHON_IN_SANDBOX));
+                // Compiled by the host's interpreter, and the source beside it for tracebacks.
+                assert_eq!(ep.command.last().map(String::as_str), Some(PYTHON_COMPILED_IN_SANDBOX));
                 assert!(ep.ro_binds.iter().any(|(_, inside)| inside == PYTHON_IN_SANDBOX));
+                assert!(ep.ro_binds.iter().any(|(_, inside)| inside == PYTHON_COMPILED_IN_SANDBOX));
+                let pyc = std::fs::read(dir.path().join("rt/python/bootstrap.pyc")).expect("compiled");
+                assert!(pyc.len() > 16, "a .pyc header and code");
                 assert!(ep.env.contains(&("AWS_EXECUTION_ENV".into(), "AWS_Lambda_python3.12".into())));
             }
             // A host without Python says so.
