@@ -387,7 +387,7 @@ def test_memory_budget_bounds_live_environments_and_evicts_the_least_recently_us
     import concurrent.futures
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         busy = [pool.submit(call, s.client(), name, f"busy {i}", {"action": "sleep", "ms": 3000}) for i in range(3)]
-        ok = wait_until(lambda: sum(e["State"] in ("busy", "initializing") for e in environments_doc(s, name)["Environments"]) == 3, 20)
+        ok = wait_until(lambda: sum(e["State"] == "busy" for e in environments_doc(s, name)["Environments"]) == 3, 20)
         assert ok, (environments_doc(s, name), [b.exception() if b.done() else None for b in busy])
         with pytest.raises(botocore.exceptions.ClientError) as e:
             lam.invoke(FunctionName=name, TenantId="one too many", Payload=b"{}")

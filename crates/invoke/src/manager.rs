@@ -677,6 +677,7 @@ impl Manager {
                     };
                     if r.is_ok() {
                         env.initialized = true;
+                        env.info.set_state(EnvState::Busy);
                         init_duration = Some(env.launched_at.elapsed());
                         invoke_started = Instant::now();
                     }
