@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::mem::{self, Meminfo, Role};
-use crate::net::{Conn, Endpoint, Tally, timed_call};
+use crate::net::{Conn, Endpoint, Tally, join_clients, timed_call};
 use crate::server::ServerProcess;
 use crate::stats::{Summary, round2};
 
@@ -351,14 +351,7 @@ async fn run_window(
             })
         })
         .collect();
-    let mut conns = Vec::with_capacity(handles.len());
-    let mut tally = Tally::default();
-    for h in handles {
-        let (c, t) = h.await.context("a client task")??;
-        conns.push(c);
-        tally.merge(t);
-    }
-    Ok((conns, tally))
+    join_clients(handles).await
 }
 
 /// On `server` (started with `--memory-budget-mb` [`BUDGET_MB`]): deploy [`FUNCTION`] and invoke

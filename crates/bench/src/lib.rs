@@ -49,7 +49,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::envs::{Creation, Hardening, Memory};
-use crate::net::{Conn, EchoServer, Endpoint, Tally, call_once, timed_call};
+use crate::net::{Conn, EchoServer, Endpoint, Tally, call_once, join_clients, timed_call};
 use crate::report::{Row, Target, Unit, format_table};
 use crate::server::ServerProcess;
 use crate::stats::{Summary, round2};
@@ -903,13 +903,7 @@ async fn run_clients(
             })
         })
         .collect();
-    let mut conns = Vec::with_capacity(handles.len());
-    let mut tally = Tally::default();
-    for h in handles {
-        let (c, t) = h.await.context("a client task")??;
-        conns.push(c);
-        tally.merge(t);
-    }
+    let (conns, tally) = join_clients(handles).await?;
     Ok((conns, tally, start.elapsed()))
 }
 

@@ -256,6 +256,19 @@ impl Drop for EchoServer {
     }
 }
 
+/// Wait for client tasks that each drove one connection: the connections back, and what they
+/// counted, merged.
+pub async fn join_clients(handles: Vec<tokio::task::JoinHandle<Result<(Conn, Tally)>>>) -> Result<(Vec<Conn>, Tally)> {
+    let mut conns = Vec::with_capacity(handles.len());
+    let mut tally = Tally::default();
+    for h in handles {
+        let (c, t) = h.await.context("a client task")??;
+        conns.push(c);
+        tally.merge(t);
+    }
+    Ok((conns, tally))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
