@@ -360,7 +360,7 @@ impl CgroupMount {
         };
         let split = |s: &str| s.split(',').filter(|o| !o.is_empty()).map(str::to_owned).collect();
         Some(Self {
-            path: PathBuf::from(unescape_octal(path)),
+            path: crate::scratch::unescape_mount_path(path),
             v2,
             mount_options: split(mount_options),
             super_options: split(super_options),
@@ -400,23 +400,6 @@ impl CgroupMount {
     }
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,7 +423,6 @@ mod tests {
         assert_eq!(m.super_options, ["rw", "nsdelegate", "memory_recursiveprot"]);
         let other = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw";
         assert_eq!(CgroupMount::parse(other), None);
-        assert_eq!(unescape_octal("/a\\040b\\134c"), "/a b\\c");
     }
 
     /// On a host with cgroups (root), the switch is set, or was already.

@@ -754,7 +754,7 @@ fn shut_down(mount: &Path) {
 }
 
 /// Paths in `/proc/self/mountinfo` escape space, tab, newline and backslash as `\ooo`.
-fn unescape_mount_path(field: &str) -> PathBuf {
+pub(crate) fn unescape_mount_path(field: &str) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
