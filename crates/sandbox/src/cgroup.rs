@@ -423,6 +423,7 @@ mod tests {
         assert_eq!(m.super_options, ["rw", "nsdelegate", "memory_recursiveprot"]);
         let other = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw";
         assert_eq!(CgroupMount::parse(other), None);
+        assert_eq!(crate::scratch::unescape_mount_path("/a\\040b\\134c"), PathBuf::from("/a b\\c"));
     }
 
     /// On a host with cgroups (root), the switch is set, or was already.
