@@ -312,6 +312,48 @@ def test_python_json_logs_carry_the_tenant(lam):
     assert any(e["errorType"] == "ValueError" and e["level"] == "ERROR" for e in errors), logs
 
 
+# What a function sees of the runtime's imports: nothing heavy at start (json, re, logging,
+# traceback cost a cold start 15-25 ms), and logging configured as awslambdaric's when the
+# function imports it, whenever that is (here inside the handler, through a submodule).
+PY_LAZY = """
+import sys
+HEAVY = ("json", "re", "logging", "traceback", "enum", "importlib")
+AT_IMPORT = sorted(m for m in HEAVY if m in sys.modules)
+
+def handler(event, context):
+    at_call = sorted(m for m in HEAVY if m in sys.modules)
+    import logging.handlers
+    logging.getLogger("app").warning("late %s", "logger")
+    try:
+        raise KeyError("inner")
+    except KeyError:
+        logging.getLogger().exception("caught")
+    return {"at_import": AT_IMPORT, "at_call": at_call, "handlers": len(logging.getLogger().handlers),
+            "event": event}
+"""
+
+
+def test_python_runtime_imports_little_and_configures_logging_when_imported(lam):
+    name = make(lam, f"python{HOST_PYTHON}", "lambda_function.handler", {"lambda_function.py": PY_LAZY})
+    event = {"s": "caf\u00e9 \u2028", "n": [1, 2.5, -0.0, 1e300, 12345678901234567890], "o": {"t": True, "z": None}}
+    r, body, logs = invoke(lam, name, event)
+    assert "FunctionError" not in r, body
+    assert body["at_import"] == [] and body["at_call"] == [], body
+    assert body["handlers"] == 1, body
+    assert body["event"] == event
+    assert re.search(r"\[WARNING\]\t\S+\t\S+\tlate logger", logs), logs
+    assert re.search(r"\[ERROR\]\t\S+\t\S+\tcaught", logs) and "KeyError: 'inner'" in logs, logs
+    # JSON logs too, with the tenant.
+    name = make(lam, f"python{HOST_PYTHON}", "lambda_function.handler", {"lambda_function.py": PY_LAZY},
+                LoggingConfig={"LogFormat": "JSON"})
+    _, body, logs = invoke(lam, name, {}, tenant="lazy-json")
+    records = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    late = [x for x in records if x.get("message") == "late logger"]
+    assert late and late[0]["level"] == "WARNING" and late[0]["tenantId"] == "lazy-json", logs
+    caught = [x for x in records if x.get("message") == "caught"]
+    assert caught and caught[0]["errorType"] == "KeyError" and caught[0]["stackTrace"], logs
+
+
 def test_every_python_identifier_runs_on_the_host_interpreter(lam):
     for minor in range(9, 15):
         rt = f"python3.{minor}"
@@ -448,6 +490,19 @@ def test_node_json_logs_carry_the_tenant(lam):
     assert app[0]["level"] == "INFO" and app[0]["requestId"] == body["awsRequestId"]
     assert app[0]["tenantId"] == "json-node"
     assert any(x.get("level") == "ERROR" and x.get("message") == "an error line" for x in records)
+
+
+def test_node_runtime_loads_no_network_stack(lam):
+    """The runtime client speaks HTTP itself, on the Runtime API connection the sandbox's init
+    opened for it (fd 3): neither `http` nor even `net` is loaded (each costs every cold start
+    milliseconds)."""
+    code = ("exports.handler = async (e) => ({ loaded: process.moduleLoadList.filter((m) => "
+            "/^NativeModule (net|http|_http_\\w+)$/.test(m)), e });\n")
+    name = make(lam, "nodejs20.x", "index.handler", {"index.js": code})
+    big = {"s": "x" * 300_000, "u": "caf\u00e9"}
+    r, body, _ = invoke(lam, name, big)
+    assert "FunctionError" not in r, body
+    assert body["loaded"] == [] and body["e"] == big, body["loaded"]
 
 
 def test_node_tenants_get_their_own_environments(lam, node_fn):

@@ -103,8 +103,9 @@ pub struct BenchArgs {
     /// `gateway` (what the API gateway adds per request beside a direct Invoke, without an
     /// authorizer, with a cached TOKEN authorizer and with the JWT authorizer).
     /// `security` (SigV4 verification, IAM evaluation with 100 statements, S3 PUT/GET of 4 KiB
-    /// and 4 MiB beside local disk).
-    #[arg(long, default_value = "core", value_parser = ["core", "observability", "gateway", "security"])]
+    /// and 4 MiB beside local disk). `runtimes` (only the cold starts per runtime beside the
+    /// bare starts of their programs).
+    #[arg(long, default_value = "core", value_parser = ["core", "observability", "gateway", "security", "runtimes"])]
     pub suite: String,
     /// Where to write the results as JSON [default: bench-results/bench-<unix-seconds>.json].
     #[arg(long, value_name = "PATH")]
@@ -263,6 +264,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.suite == "observability" {
         let out = args.out.clone().unwrap_or_else(|| default_out_path(unix_now()).with_extension("observability.json"));
         return observability::run(&quarters, &zip, &out, args.quick).await;
+    }
+    if args.suite == "runtimes" {
+        let out = args.out.clone().unwrap_or_else(|| default_out_path(unix_now()).with_extension("runtimes.json"));
+        return runtimes_only(&plan, &quarters, &probe, &zip, &out).await;
     }
 
     step(1, &format!("starting the server: {} serve (fresh data dir, idle timeout 600 s)", quarters.display()));
@@ -664,6 +669,31 @@ async fn runtimes_on_fresh_server(
     measured
 }
 
+/// `--suite runtimes`: only the cold starts per runtime beside their bare starts.
+async fn runtimes_only(plan: &Plan, quarters: &Path, probe: &Path, zip: &[u8], out: &Path) -> Result<()> {
+    let mut book = Book::default();
+    let measured = tokio::select! {
+        r = runtimes_on_fresh_server(plan, quarters, probe, zip, &mut book) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    }?;
+    let rows = runtime_rows(&measured);
+    step(STEPS, &format!("results (also in {})", out.display()));
+    print!("{}", format_table(&rows));
+    let doc = json!({
+        "suite": "runtimes",
+        "quarters": quarters.display().to_string(),
+        "runtime_cold": plan.runtime_cold,
+        "runtimes": measured.iter().map(runtimes::RuntimeCold::to_json).collect::<Vec<_>>(),
+        "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+    });
+    write_json(out, &doc)?;
+    let failed = book.percent();
+    if failed > MAX_ERROR_PERCENT {
+        bail!("{failed:.2}% of the cold starts failed; the first: {}", book.first_error.as_deref().unwrap_or("?"));
+    }
+    Ok(())
+}
+
 /// Cold starts with and without the hardening: two fresh servers, one started with
 /// `--no-hardening`, the same function deployed on both, new tenants on both in turn.
 async fn compare_hardening(plan: &Plan, quarters: &Path, zip: &[u8], book: &mut Book) -> Result<Hardening> {
@@ -922,6 +952,22 @@ fn error_percent(errors: u64, attempts: u64) -> f64 {
     if attempts == 0 { 0.0 } else { 100.0 * errors as f64 / attempts as f64 }
 }
 
+/// Each runtime's cold start beside its bare start, and what the platform adds.
+fn runtime_rows(runtimes: &[runtimes::RuntimeCold]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for r in runtimes {
+        rows.push(
+            Row::new(format!("cold start p50, {}", r.label), Unit::Millis, r.cold.p50 / 1e3)
+                .baseline("bare start", r.bare.p50 / 1e3),
+        );
+        rows.push(
+            Row::new(format!("platform adds, {}", r.label), Unit::Millis, r.added_ms())
+                .target(Target::AtMost(TARGET_RUNTIME_ADDED_MS)),
+        );
+    }
+    rows
+}
+
 fn rows(m: &Measured, plan: &Plan) -> Vec<Row> {
     let (wi, we) = (&m.warm_invoke, &m.warm_echo);
     let (ti, te) = (&m.tp_invoke, &m.tp_echo);
@@ -986,16 +1032,7 @@ fn rows(m: &Measured, plan: &Plan) -> Vec<Row> {
         Row::new("hardening cost, cold p50", Unit::Percent, h.cost_percent())
             .target(Target::AtMost(TARGET_HARDENING_PERCENT)),
     );
-    for r in &m.runtimes {
-        rows.push(
-            Row::new(format!("cold start p50, {}", r.label), Unit::Millis, r.cold.p50 / 1e3)
-                .baseline("bare start", r.bare.p50 / 1e3),
-        );
-        rows.push(
-            Row::new(format!("platform adds, {}", r.label), Unit::Millis, r.added_ms())
-                .target(Target::AtMost(TARGET_RUNTIME_ADDED_MS)),
-        );
-    }
+    rows.extend(runtime_rows(&m.runtimes));
     if let Some(c) = &m.cycle {
         let bound = c.bound() as f64;
         let n = c.tenants;

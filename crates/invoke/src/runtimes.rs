@@ -2,7 +2,7 @@
 //! (Python, Node.js) on the host's interpreter.
 //!
 //! The managed runtimes are our own runtime clients (`runtimes/python/bootstrap.py`,
-//! `runtimes/node/index.mjs`, built into the binary), written out once per server and bound
+//! `runtimes/node/index.js`, built into the binary), written out once per server and bound
 //! read-only into each sandbox at `/var/runtime`. The interpreter is the host's: Lambda's
 //! `python3.12` runs on Debian's Python 3.11 if that is what the host has, and the runtime
 //! version (GetFunction, INIT_START) says so.
@@ -14,13 +14,13 @@ use std::time::Duration;
 use quarters_types::{Runtime, RuntimeFamily};
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../runtimes/python/bootstrap.py");
-const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/index.mjs");
+const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/index.js");
 const PYTHON_IN_SANDBOX: &str = "/var/runtime/bootstrap.py";
 /// The same client, compiled by the host's interpreter when the server starts: compiling its
 /// source took about 9 ms of every Python cold start. Its code names the source file, so
 /// tracebacks show the source's lines.
 const PYTHON_COMPILED_IN_SANDBOX: &str = "/var/runtime/bootstrap.pyc";
-const NODE_IN_SANDBOX: &str = "/var/runtime/index.mjs";
+const NODE_IN_SANDBOX: &str = "/var/runtime/index.js";
 
 /// Where interpreters are looked for. Only `/usr` is visible inside a sandbox.
 const PYTHON_CANDIDATES: &[&str] = &["/usr/bin/python3", "/usr/local/bin/python3"];
@@ -229,7 +229,7 @@ impl RuntimeFiles {
     /// Write the runtime clients under `dir` (read-only files).
     pub fn write(dir: &Path) -> std::io::Result<Self> {
         let python = dir.join("python").join("bootstrap.py");
-        let node = dir.join("node").join("index.mjs");
+        let node = dir.join("node").join("index.js");
         for (path, text) in [(&python, PYTHON_BOOTSTRAP), (&node, NODE_BOOTSTRAP)] {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
@@ -290,6 +290,8 @@ impl RuntimeFiles {
                     ro_binds: vec![(self.node.clone(), NODE_IN_SANDBOX.into())],
                     env: vec![
                         exec_env(runtime),
+                        // The sandbox's init opens the client's Runtime API connection (fd 3).
+                        (quarters_sandbox::RUNTIME_API_FD_VAR.into(), "3".into()),
                         (
                             "NODE_PATH".into(),
                             format!(

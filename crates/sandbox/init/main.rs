@@ -9,7 +9,8 @@
 //! 1. listens on [`RUNTIME_API_ADDR`] inside the sandbox's private network namespace and relays
 //!    each connection, byte for byte, to the environment's private Runtime API socket (the only
 //!    way out of the sandbox, and it leads only to this environment's own Runtime API);
-//! 2. starts the function's runtime;
+//! 2. starts the function's runtime (with a connection to the Runtime API already open as fd 3,
+//!    if the runtime's environment sets [`RUNTIME_API_FD_VAR`]);
 //! 3. when the runtime ends, records how in the run directory, so the platform can tell
 //!    `exit status 1` from `signal: killed`, and exits.
 //!
@@ -18,8 +19,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -68,7 +70,13 @@ fn run(command: &[String], direct: bool) -> ! {
             fail(&format!("sandbox-init: cannot start relay: {e}"));
         }
     }
-    let status = match Command::new(program).args(args).status() {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let handed_over = hand_over_runtime_api(&mut cmd);
+    let spawned = cmd.spawn();
+    // The runtime has its own copy (fd 3); ours would keep the connection open after it closes it.
+    drop(handed_over);
+    let status = match spawned.and_then(|mut child| child.wait()) {
         Ok(s) => s,
         Err(e) => {
             record(run_dir, "code 127");
@@ -84,6 +92,31 @@ fn run(command: &[String], direct: bool) -> ! {
     std::process::exit(code);
 }
 
+/// With [`RUNTIME_API_FD_VAR`] set to `3`, connect to the Runtime API and arrange for the
+/// connection to be the runtime's fd 3. Without a connection the variable is removed (fd 3 will
+/// be whatever the runtime opens first) and the runtime opens its own.
+fn hand_over_runtime_api(cmd: &mut Command) -> Option<TcpStream> {
+    const TARGET_FD: i32 = 3;
+    let wanted = std::env::var(RUNTIME_API_FD_VAR).ok()?;
+    let conn = if wanted == TARGET_FD.to_string() { TcpStream::connect(RUNTIME_API_ADDR).ok() } else { None };
+    let Some(conn) = conn else {
+        cmd.env_remove(RUNTIME_API_FD_VAR);
+        return None;
+    };
+    let _ = conn.set_nodelay(true);
+    let fd = conn.as_raw_fd();
+    // SAFETY: the closure runs in the child between fork and exec and only calls dup2(2) (and
+    // fcntl(2) when the fd already is 3), which are async-signal-safe; `fd` stays open in the
+    // parent until the child has been spawned (`conn` is returned to the caller).
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = if fd == TARGET_FD { fcntl(fd, F_SETFD, 0) == 0 } else { dup2(fd, TARGET_FD) == TARGET_FD };
+            if ok { Ok(()) } else { Err(io::Error::last_os_error()) }
+        });
+    }
+    Some(conn)
+}
+
 fn record(run_dir: &Path, line: &str) {
     let _ = std::fs::write(run_dir.join(EXIT_FILE), line);
 }
@@ -96,7 +129,12 @@ fn fail(msg: &str) -> ! {
 unsafe extern "C" {
     /// glibc's wrapper (2.34 and later) of close_range(2).
     fn close_range(first: u32, last: u32, flags: i32) -> i32;
+    fn dup2(old: i32, new: i32) -> i32;
+    fn fcntl(fd: i32, cmd: i32, arg: i32) -> i32;
 }
+
+/// `F_SETFD` of fcntl(2) (the same value on every Linux architecture).
+const F_SETFD: i32 = 2;
 
 /// Close every fd above stderr, so nothing the launcher held leaks into the runtime.
 fn close_inherited_fds() {

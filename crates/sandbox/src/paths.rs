@@ -7,3 +7,8 @@ pub const RAPI_SOCKET: &str = "rapi.sock";
 pub const EXIT_FILE: &str = "exit";
 /// The address the Runtime API answers on inside the sandbox.
 pub const RUNTIME_API_ADDR: &str = "127.0.0.1:9001";
+/// Set in a runtime's environment (to `3`), it asks the init to open a connection to the Runtime
+/// API before starting the runtime and hand it over as that fd: Quarters' own Node.js client
+/// reads and writes it with `fs`, without loading Node's networking stack (several ms of every
+/// cold start).
+pub const RUNTIME_API_FD_VAR: &str = "_QUARTERS_RUNTIME_API_FD";

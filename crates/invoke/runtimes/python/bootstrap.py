@@ -4,16 +4,19 @@ It runs on the host's interpreter, inside the environment's sandbox, with the st
 only, and behaves as AWS's runtime interface client (awslambdaric) does: the same handler
 resolution and error types, the same context object, the same error bodies and log lines.
 tests/e2e/test_runtimes.py runs the same functions under both and compares them.
+
+It starts on what a bare `python3 -c pass` has already loaded, plus three C modules: `json`,
+`logging` and `traceback` (with `re`, `enum`, `linecache`, ...) would cost a cold start 15-25 ms.
+JSON goes through `_json`'s C scanner and encoder (the ones `json.loads` and `json.dumps` use),
+`logging` is configured when the function imports it (as awslambdaric's would be by then), and
+`traceback` is imported when an error is reported.
 """
 
-import importlib
-import json
-import logging
+import _json
 import _socket
 import os
 import sys
 import time
-import traceback
 
 RUNTIME_API = os.environ.get("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
 API = "/2018-06-01/runtime"
@@ -199,8 +202,16 @@ def _default(obj):
     raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
 
 
+def dumps(obj, default, ensure_ascii):
+    """`json.dumps(obj, default=default, ensure_ascii=ensure_ascii)`, through the same C encoder
+    it uses (with `indent=None`), without importing `json`."""
+    encode = _json.encode_basestring_ascii if ensure_ascii else _json.encode_basestring
+    # A new markers dict per call (check_circular): an earlier failure may have left ids in one.
+    return "".join(_json.make_encoder({}, default, encode, None, ": ", ", ", False, False, True)(obj, 0))
+
+
 def to_json(obj):
-    return json.dumps(obj, default=_default, allow_nan=True, ensure_ascii=_ENSURE_ASCII)
+    return dumps(obj, _default, _ENSURE_ASCII)
 
 
 # Lambda's python3.12 and later emit non-ASCII characters as they are.
@@ -211,11 +222,49 @@ _ENSURE_ASCII = os.environ.get("AWS_EXECUTION_ENV") not in {
 }
 
 
+class _DecodeContext:
+    """What `_json.make_scanner` reads from a `json.JSONDecoder()` with default arguments."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+    memo = {}
+
+
+_scan_once = _json.make_scanner(_DecodeContext())
+_JSON_WHITESPACE = " \t\n\r"
+
+
+def loads(doc):
+    """`json.loads(doc)` for a `str` or a UTF-8 document, through the same C scanner. Anything
+    else (a BOM, UTF-16 or UTF-32, a malformed document) goes to `json.loads` itself, for its
+    result or its exact error."""
+    try:
+        if isinstance(doc, str):
+            s = doc
+        elif doc[:3] != b"\xef\xbb\xbf" and b"\x00" not in doc[:4]:
+            s = doc.decode("utf-8", "surrogatepass")
+        else:
+            s = None
+        if s is not None and not s.startswith("\ufeff"):
+            obj, end = _scan_once(s, len(s) - len(s.lstrip(_JSON_WHITESPACE)))
+            if not s[end:].lstrip(_JSON_WHITESPACE):
+                return obj
+    except Exception:
+        pass
+    import json
+
+    return json.loads(doc)
+
+
 def unmarshal(body, content_type):
     if content_type != "application/json":
         return body
     try:
-        return json.loads(body)
+        return loads(body)
     except Exception as e:
         raise Fault("Runtime.UnmarshalError", "Unable to unmarshal input: {}".format(e))
 
@@ -255,7 +304,7 @@ def _obj(cls, d):
 
 def _parse_header(value, name):
     try:
-        return json.loads(value)
+        return loads(value)
     except Exception as e:
         raise Fault("Runtime.LambdaContextUnmarshalError", "Unable to parse {} JSON: {}".format(name, e))
 
@@ -310,6 +359,8 @@ def make_error(message, error_type, stack_trace, request_id=None):
 
 def user_frames(tb):
     """The traceback without this runtime's own frames."""
+    import traceback
+
     frames = [(f.filename, f.lineno, f.name, f.line) for f in traceback.extract_tb(tb)]
     for i, frame in enumerate(frames):
         if "/bootstrap.py" not in frame[0]:
@@ -318,6 +369,8 @@ def user_frames(tb):
 
 
 def fault_of(exc_info, request_id=None):
+    import traceback
+
     etype, value, tb = exc_info
     return make_error(str(value), etype.__name__, traceback.format_list(user_frames(tb)), request_id)
 
@@ -355,47 +408,49 @@ def log_error(error):
     sys.stdout.write(ERROR_LOG_LINE_TERMINATE.join(lines) + "\n")
 
 
-class JsonFormatter(logging.Formatter):
-    def __init__(self):
-        super().__init__(datefmt="%Y-%m-%dT%H:%M:%SZ")
+def setup_logging(logging):
+    """Give the root logger awslambdaric's handler: Lambda's line format (or JSON), the request
+    and tenant ids, and AWS_LAMBDA_LOG_LEVEL."""
 
-    def format(self, record):
-        record.levelno = min(50, max(0, record.levelno)) // 10 * 10
-        record.levelname = logging.getLevelName(record.levelno)
-        exc = record.exc_info
-        result = {
-            "timestamp": self.formatTime(record, self.datefmt),
-            "level": record.levelname,
-            "message": record.msg if isinstance(record.msg, dict) and not record.args else record.getMessage(),
-            "logger": record.name,
-            "stackTrace": traceback.format_tb(exc[2]) if exc else None,
-            "errorType": exc[0].__name__ if exc else None,
-            "errorMessage": str(exc[1]) if exc else None,
-            "requestId": getattr(record, "aws_request_id", None),
-            "location": "{}:{}:{}".format(record.pathname, record.funcName, record.lineno) if exc else None,
-        }
-        if getattr(record, "tenant_id", None) is not None:
-            result["tenantId"] = record.tenant_id
-        result.update(
-            (k, v) for k, v in record.__dict__.items() if k not in RESERVED_RECORD_FIELDS and k not in result
-        )
-        result = {k: v for k, v in result.items() if v is not None}
-        return json.dumps(result, ensure_ascii=False, default=str) + "\n"
+    class JsonFormatter(logging.Formatter):
+        def __init__(self):
+            super().__init__(datefmt="%Y-%m-%dT%H:%M:%SZ")
 
+        def format(self, record):
+            import traceback
 
-class RequestFilter(logging.Filter):
-    def filter(self, record):
-        record.aws_request_id = _request_id or ""
-        record.tenant_id = _tenant_id
-        return True
+            record.levelno = min(50, max(0, record.levelno)) // 10 * 10
+            record.levelname = logging.getLevelName(record.levelno)
+            exc = record.exc_info
+            result = {
+                "timestamp": self.formatTime(record, self.datefmt),
+                "level": record.levelname,
+                "message": record.msg if isinstance(record.msg, dict) and not record.args else record.getMessage(),
+                "logger": record.name,
+                "stackTrace": traceback.format_tb(exc[2]) if exc else None,
+                "errorType": exc[0].__name__ if exc else None,
+                "errorMessage": str(exc[1]) if exc else None,
+                "requestId": getattr(record, "aws_request_id", None),
+                "location": "{}:{}:{}".format(record.pathname, record.funcName, record.lineno) if exc else None,
+            }
+            if getattr(record, "tenant_id", None) is not None:
+                result["tenantId"] = record.tenant_id
+            result.update(
+                (k, v) for k, v in record.__dict__.items() if k not in RESERVED_RECORD_FIELDS and k not in result
+            )
+            result = {k: v for k, v in result.items() if v is not None}
+            return dumps(result, str, False) + "\n"
 
+    class RequestFilter(logging.Filter):
+        def filter(self, record):
+            record.aws_request_id = _request_id or ""
+            record.tenant_id = _tenant_id
+            return True
 
-class StdoutHandler(logging.Handler):
-    def emit(self, record):
-        sys.stdout.write(self.format(record))
+    class StdoutHandler(logging.Handler):
+        def emit(self, record):
+            sys.stdout.write(self.format(record))
 
-
-def setup_logging():
     logging.Formatter.converter = time.gmtime
     handler = StdoutHandler()
     if JSON_FORMAT:
@@ -415,7 +470,58 @@ def setup_logging():
     root.addHandler(handler)
 
 
+class _LoggingLoader:
+    """Runs `logging`'s own loader, then `setup_logging`, then steps aside (the module keeps its
+    real loader)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader
+        self.loader.exec_module(module)
+        setup_logging(module)
+
+
+class ConfigureLoggingOnImport:
+    """A `sys.meta_path` finder that sees `logging` imported for the first time (by the function,
+    a library it imports, or this runtime reporting an init error) and has it configured before
+    the importer gets it: what the function sees is what awslambdaric, which configures logging
+    at start, gives it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "logging":
+            return None
+        sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _LoggingLoader(spec.loader)
+                return spec
+        return None
+
+
+def configure_logging_when_imported():
+    if "logging" in sys.modules:
+        setup_logging(sys.modules["logging"])
+    else:
+        sys.meta_path.insert(0, ConfigureLoggingOnImport())
+
+
 # ---------------------------------------------------------------- the handler
+
+
+def import_module(name):
+    """`importlib.import_module(name)` (without importing `importlib`)."""
+    if name.startswith("."):
+        raise TypeError("the 'package' argument is required to perform a relative import for {!r}".format(name))
+    __import__(name)
+    return sys.modules[name]
 
 
 def load_handler(handler):
@@ -429,7 +535,7 @@ def load_handler(handler):
                 "Runtime.BuiltInModuleConflict",
                 "Cannot use built-in module {} as a handler module".format(modname),
             )
-        module = importlib.import_module(modname.replace("/", "."))
+        module = import_module(modname.replace("/", "."))
     except ImportError as e:
         raise Fault("Runtime.ImportModuleError", "Unable to import module '{}': {}".format(modname, e))
     except SyntaxError as e:
@@ -495,13 +601,15 @@ def main():
     error = None
     try:
         set_paths()
-        setup_logging()
+        configure_logging_when_imported()
         handler = load_handler(os.environ.get("_HANDLER", ""))
     except Fault as e:
         error = make_error(e.msg, e.error_type, e.trace)
     except Exception:
         error = fault_of(sys.exc_info())
     if error is not None:
+        import logging
+
         logging.warning(UNHANDLED_WARNING)
         log_error(error)
         api.init_error(error)

@@ -5,14 +5,18 @@
 // resolution (CommonJS, ES modules, nested paths), the same error types and bodies (`trace`),
 // async and callback handlers with `callbackWaitsForEmptyEventLoop`, the same context object
 // and the same console log lines, in Text or JSON.
+//
+// It is CommonJS and speaks HTTP/1.1 itself, on the connection the sandbox's init opened for it
+// (fd 3, read and written with `fs`): an ES module entry point, `http` and even `net` would add
+// their loaders' cost (several ms each) to every cold start. ES module handlers are still loaded
+// with `import()`; `net` is loaded only if a second connection is ever needed.
 
-import { createRequire } from "module";
-import fs from "fs";
-import http from "http";
-import path from "path";
-import util from "util";
+"use strict";
 
-const require = createRequire(import.meta.url);
+const fs = require("fs");
+const path = require("path");
+const util = require("util");
+
 const API = "/2018-06-01/runtime";
 const ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type";
 
@@ -156,28 +160,198 @@ function logError(msg, err) {
 
 // ------------------------------------------------------------------ the Runtime API
 
+/** Reads HTTP/1.1 responses (Content-Length or chunked) out of the bytes received so far. */
+class ResponseReader {
+  constructor() {
+    this.buf = Buffer.alloc(0);
+  }
+
+  push(chunk) {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+  }
+
+  /** The first complete response, taken out of the buffer; `null` until one is complete. */
+  take() {
+    const end = this.buf.indexOf("\r\n\r\n");
+    if (end < 0) return null;
+    const lines = this.buf.toString("latin1", 0, end).split("\r\n");
+    const status = parseInt(lines[0].split(" ")[1], 10);
+    const headers = {};
+    for (let i = 1; i < lines.length; i++) {
+      const c = lines[i].indexOf(":");
+      if (c > 0) headers[lines[i].slice(0, c).trim().toLowerCase()] = lines[i].slice(c + 1).trim();
+    }
+    let body;
+    let rest = end + 4;
+    if ((headers["transfer-encoding"] || "").toLowerCase() === "chunked") {
+      const chunks = [];
+      for (;;) {
+        const eol = this.buf.indexOf("\r\n", rest);
+        if (eol < 0) return null;
+        const size = parseInt(this.buf.toString("latin1", rest, eol).split(";")[0], 16);
+        if (size === 0) {
+          // Then the trailers, if any, and an empty line.
+          const t = this.buf.indexOf("\r\n\r\n", eol);
+          if (t < 0) return null;
+          rest = t + 4;
+          break;
+        }
+        if (this.buf.length < eol + 2 + size + 2) return null;
+        chunks.push(this.buf.subarray(eol + 2, eol + 2 + size));
+        rest = eol + 2 + size + 2;
+      }
+      body = Buffer.concat(chunks);
+    } else {
+      const length = parseInt(headers["content-length"] || "0", 10);
+      if (this.buf.length < rest + length) return null;
+      body = Buffer.from(this.buf.subarray(rest, rest + length));
+      rest += length;
+    }
+    this.buf = this.buf.subarray(rest);
+    const close = (headers.connection || "").toLowerCase() === "close";
+    return { status, headers, body, close };
+  }
+}
+
+const CLOSED = () => new Error("the Runtime API closed the connection");
+
+/** The connection the sandbox's init opened: a blocking socket, written with `fs.writeSync` and
+ * read with `fs.read` (on libuv's thread pool, so a long-polling `next` blocks no JavaScript).
+ * Nothing of it is pending between exchanges, so it never keeps the event loop alive. */
+class FdConnection {
+  constructor(fd) {
+    this.fd = fd;
+    this.reader = new ResponseReader();
+    this.busy = false;
+    this.closed = false;
+  }
+
+  /** fd `n` from the init, if the environment names it and it is a socket. */
+  static inherited() {
+    const fd = parseInt(process.env._QUARTERS_RUNTIME_API_FD, 10);
+    delete process.env._QUARTERS_RUNTIME_API_FD;
+    try {
+      return fd > 2 && fs.fstatSync(fd).isSocket() ? new FdConnection(fd) : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  send(request) {
+    return new Promise((resolve, reject) => {
+      const fail = (err) => {
+        this.close();
+        reject(err);
+      };
+      try {
+        for (let off = 0; off < request.length; ) off += fs.writeSync(this.fd, request, off);
+      } catch (err) {
+        return fail(err);
+      }
+      const more = () =>
+        fs.read(this.fd, Buffer.allocUnsafe(65536), 0, 65536, null, (err, n, buf) => {
+          if (err) return fail(err);
+          if (n === 0) return fail(CLOSED());
+          this.reader.push(buf.subarray(0, n));
+          const r = this.reader.take();
+          if (r === null) return more();
+          if (r.close) this.close();
+          resolve(r);
+        });
+      more();
+    });
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      fs.closeSync(this.fd);
+    } catch (_) {}
+  }
+}
+
+/** A connection of our own, for when the inherited one is busy or gone. Unreferenced while idle,
+ * as `http.Agent` does with its kept-alive sockets. */
+class NetConnection {
+  constructor(host, port) {
+    this.socket = require("net").connect({ host, port, noDelay: true });
+    this.reader = new ResponseReader();
+    this.pending = null;
+    this.busy = false;
+    this.closed = false;
+    this.socket.on("data", (chunk) => {
+      this.reader.push(chunk);
+      const p = this.pending;
+      const r = p && this.reader.take();
+      if (!r) return;
+      this.pending = null;
+      if (r.close) this.close();
+      this.socket.unref();
+      p.resolve(r);
+    });
+    const fail = (err) => {
+      this.closed = true;
+      const p = this.pending;
+      this.pending = null;
+      if (p) p.reject(err || CLOSED());
+    };
+    this.socket.on("error", fail);
+    this.socket.on("close", () => fail());
+  }
+
+  send(request) {
+    return new Promise((resolve, reject) => {
+      this.pending = { resolve, reject };
+      this.socket.ref();
+      this.socket.write(request);
+    });
+  }
+
+  close() {
+    this.closed = true;
+    this.socket.destroy();
+  }
+}
+
 class RuntimeApi {
   constructor(address) {
     const i = address.lastIndexOf(":");
     this.host = address.slice(0, i);
     this.port = parseInt(address.slice(i + 1), 10);
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    this.conns = [];
+    const inherited = FdConnection.inherited();
+    if (inherited) this.conns.push(inherited);
   }
 
-  request(method, p, body, headers) {
-    return new Promise((resolve, reject) => {
-      const req = http.request(
-        { host: this.host, port: this.port, path: API + p, method, agent: this.agent, headers },
-        (res) => {
-          const chunks = [];
-          res.on("data", (c) => chunks.push(c));
-          res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
-          res.on("error", reject);
-        },
-      );
-      req.on("error", reject);
-      req.end(body);
-    });
+  /** One exchange on an idle kept-alive connection, or a new one if none is (say a long-polling
+   * `next` holds it while an uncaught exception is reported). A kept-alive connection that turns
+   * out closed is retried once on a new one. */
+  async request(method, p, body, headers) {
+    let head = `${method} ${API}${p} HTTP/1.1\r\nHost: ${this.host}:${this.port}\r\n`;
+    // Header values are the function's (an error's name): printable ASCII only, on one line.
+    for (const [k, v] of Object.entries(headers || {})) head += `${k}: ${String(v).replace(/[^\x20-\x7e]/g, "")}\r\n`;
+    const payload = body === undefined ? undefined : Buffer.from(body, "utf8");
+    if (payload !== undefined) head += `Content-Length: ${payload.length}\r\n`;
+    const request = Buffer.concat([Buffer.from(head + "\r\n", "latin1"), payload || Buffer.alloc(0)]);
+    for (let attempt = 0; ; attempt++) {
+      this.conns = this.conns.filter((c) => !c.closed);
+      let conn = attempt === 0 ? this.conns.find((c) => !c.busy) : undefined;
+      const reused = conn !== undefined;
+      if (!reused) {
+        conn = new NetConnection(this.host, this.port);
+        this.conns.push(conn);
+      }
+      conn.busy = true;
+      try {
+        return await conn.send(request);
+      } catch (err) {
+        conn.close();
+        if (!reused) throw err;
+      } finally {
+        conn.busy = false;
+      }
+    }
   }
 
   async next() {
@@ -194,7 +368,7 @@ class RuntimeApi {
     } catch (_) {
       throw new Error("Unable to stringify response body");
     }
-    const headers = Object.assign({ "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) }, extra);
+    const headers = Object.assign({ "Content-Type": "application/json" }, extra);
     return this.request("POST", p, body, headers);
   }
 
