@@ -505,6 +505,26 @@ def test_node_runtime_loads_no_network_stack(lam):
     assert body["loaded"] == [] and body["e"] == big, body["loaded"]
 
 
+def test_node_error_after_the_response_is_reported_on_a_second_connection(lam):
+    """An exception thrown after the handler has answered, while the client's one connection is
+    held by the long-polling `next`: it is reported on a new connection and the runtime exits,
+    as aws-lambda-ric's does, so the tenant's next call gets a fresh environment (a client that
+    queued the report behind `next` would hang, and the next call would find the old one)."""
+    code = ("let count = 0;\n"
+            "exports.handler = async (e) => { count += 1; if (e.late) setTimeout(() => { throw new Error('late'); }, 100);"
+            " return { count }; };\n")
+    name = make(lam, "nodejs20.x", "index.handler", {"index.js": code})
+    _, first, _ = invoke(lam, name, {"late": True}, tenant="late")
+    assert first == {"count": 1}
+    deadline = time.time() + 10
+    while True:
+        _, again, _ = invoke(lam, name, {}, tenant="late")
+        if again == {"count": 1} or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert again == {"count": 1}, again
+
+
 def test_node_tenants_get_their_own_environments(lam, node_fn):
     _, a1, _ = invoke(lam, node_fn, {"action": "context"}, tenant="n-a")
     _, a2, _ = invoke(lam, node_fn, {"action": "context"}, tenant="n-a")
