@@ -313,12 +313,15 @@ def test_python_json_logs_carry_the_tenant(lam):
 
 
 # What a function sees of the runtime's imports: nothing heavy at start (json, re, logging,
-# traceback cost a cold start 15-25 ms), and logging configured as awslambdaric's when the
-# function imports it, whenever that is (here inside the handler, through a submodule).
+# traceback cost a cold start 15-25 ms), logging configured as awslambdaric's when the
+# function imports it, whenever that is (here inside the handler, through a submodule), and its
+# own module already compiled (at CreateFunction).
 PY_LAZY = """
-import sys
+import os, sys
 HEAVY = ("json", "re", "logging", "traceback", "enum", "importlib")
 AT_IMPORT = sorted(m for m in HEAVY if m in sys.modules)
+# /var/task is read-only: a .pyc beside the source can only come from the deploy's compilation.
+PRECOMPILED = os.path.exists(__cached__)
 
 def handler(event, context):
     at_call = sorted(m for m in HEAVY if m in sys.modules)
@@ -329,7 +332,7 @@ def handler(event, context):
     except KeyError:
         logging.getLogger().exception("caught")
     return {"at_import": AT_IMPORT, "at_call": at_call, "handlers": len(logging.getLogger().handlers),
-            "event": event}
+            "event": event, "precompiled": PRECOMPILED}
 """
 
 
@@ -340,6 +343,7 @@ def test_python_runtime_imports_little_and_configures_logging_when_imported(lam)
     assert "FunctionError" not in r, body
     assert body["at_import"] == [] and body["at_call"] == [], body
     assert body["handlers"] == 1, body
+    assert body["precompiled"] is True, body
     assert body["event"] == event
     assert re.search(r"\[WARNING\]\t\S+\t\S+\tlate logger", logs), logs
     assert re.search(r"\[ERROR\]\t\S+\t\S+\tcaught", logs) and "KeyError: 'inner'" in logs, logs

@@ -205,6 +205,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<RunningServer> {
     }
     let arns = Arns { region: cfg.region.clone(), account: cfg.account_id.clone() };
     let control = Arc::new(ControlPlane::open(&data_dir, arns.clone(), cfg.account_concurrency)?);
+    // New code packages' Python sources are compiled once, not at every cold start.
+    control.code_store().set_prepare(Arc::new(|tree: &std::path::Path| {
+        quarters_invoke::runtimes::precompile_python(tree);
+    }));
     let logs = Arc::new(LogStore::open(&data_dir.join("logs.db"))?);
     // Log groups' retention (PutRetentionPolicy), applied once a minute.
     let weak = Arc::downgrade(&logs);

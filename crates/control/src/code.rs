@@ -4,6 +4,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use quarters_types::CodeInfo;
@@ -15,10 +16,20 @@ use crate::ControlError;
 const S_IFMT: u32 = 0o170_000;
 const S_IFLNK: u32 = 0o120_000;
 
+/// Run on every newly unpacked package before it is stored (say, compiling its Python sources).
+pub type Prepare = Arc<dyn Fn(&Path) + Send + Sync>;
+
 /// Where code packages live: `<dir>/<sha256-hex>/` (unpacked) and `<dir>/<sha256-hex>.zip`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CodeStore {
     dir: PathBuf,
+    prepare: Arc<OnceLock<Prepare>>,
+}
+
+impl std::fmt::Debug for CodeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeStore").field("dir", &self.dir).field("prepare", &self.prepare.get().is_some()).finish()
+    }
 }
 
 impl CodeStore {
@@ -30,7 +41,12 @@ impl CodeStore {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
-        Ok(Self { dir })
+        Ok(Self { dir, prepare: Arc::default() })
+    }
+
+    /// What to run on each package this store unpacks from now on (once; later calls are ignored).
+    pub fn set_prepare(&self, prepare: Prepare) {
+        let _ = self.prepare.set(prepare);
     }
 
     /// The unpacked tree of a stored package.
@@ -59,6 +75,9 @@ impl CodeStore {
         }
         let tmp = self.dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
         let result = unpack(zip, &tmp).and_then(|()| {
+            if let Some(prepare) = self.prepare.get() {
+                prepare(&tmp);
+            }
             fs::write(self.zip_path(&info), zip).map_err(ControlError::io)?;
             match fs::rename(&tmp, &dest) {
                 Ok(()) => Ok(()),
