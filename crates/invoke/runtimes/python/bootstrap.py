@@ -12,7 +12,6 @@ JSON goes through `_json`'s C scanner and encoder (the ones `json.loads` and `js
 `traceback` is imported when an error is reported.
 """
 
-import _json
 import _socket
 import os
 import sys
@@ -205,6 +204,10 @@ def _default(obj):
 def dumps(obj, default, ensure_ascii):
     """`json.dumps(obj, default=default, ensure_ascii=ensure_ascii)`, through the same C encoder
     it uses (with `indent=None`), without importing `json`."""
+    if _json is None:
+        import json
+
+        return json.dumps(obj, default=default, ensure_ascii=ensure_ascii)
     encode = _json.encode_basestring_ascii if ensure_ascii else _json.encode_basestring
     # A new markers dict per call (check_circular): an earlier failure may have left ids in one.
     return "".join(_json.make_encoder({}, default, encode, None, ": ", ", ", False, False, True)(obj, 0))
@@ -234,7 +237,23 @@ class _DecodeContext:
     memo = {}
 
 
-_scan_once = _json.make_scanner(_DecodeContext())
+def _c_json():
+    """`_json` and a scanner, if this interpreter's C accelerator takes the arguments `json`'s
+    own modules give it (checked once here, so that a different one only costs speed)."""
+    try:
+        import _json
+
+        scan = _json.make_scanner(_DecodeContext())
+        enc = _json.make_encoder({}, _default, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+        probe = '{"a": [1.5, "\\u00e9"]}'
+        if scan(probe, 0) == ({"a": [1.5, "\u00e9"]}, len(probe)) and "".join(enc({"a": None}, 0)) == '{"a": null}':
+            return _json, scan
+    except Exception:
+        pass
+    return None, None
+
+
+_json, _scan_once = _c_json()
 _JSON_WHITESPACE = " \t\n\r"
 
 
@@ -243,7 +262,9 @@ def loads(doc):
     else (a BOM, UTF-16 or UTF-32, a malformed document) goes to `json.loads` itself, for its
     result or its exact error."""
     try:
-        if isinstance(doc, str):
+        if _scan_once is None:
+            s = None
+        elif isinstance(doc, str):
             s = doc
         elif doc[:3] != b"\xef\xbb\xbf" and b"\x00" not in doc[:4]:
             s = doc.decode("utf-8", "surrogatepass")
