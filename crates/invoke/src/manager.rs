@@ -399,6 +399,12 @@ impl Manager {
                         match take_lru_idle(&mut st, Some(&key.function_uid)) {
                             Some(victim) => doomed.push(victim),
                             None => {
+                                // Dead or expired environments already taken from the pool
+                                // are still destroyed (and uncounted).
+                                drop(st);
+                                for env in doomed {
+                                    self.destroy(env);
+                                }
                                 return Err(InvokeError::TooManyRequests {
                                     reason: "ConcurrentInvocationLimitExceeded",
                                     message: "Rate exceeded".into(),
