@@ -95,24 +95,34 @@ fn find(candidates: &[&str], args: &[&str]) -> Option<HostInterpreter> {
     None
 }
 
-/// The child's exit status, or `None` (and the child killed) if it takes longer than `limit`.
-fn wait_at_most(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+/// The child's exit status, or `None` if it is still running after `limit`.
+fn wait_up_to(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + limit;
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Some(status),
             Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
+            _ => return None,
         }
     }
 }
 
+/// The child's exit status, or `None` (and the child killed) if it takes longer than `limit`.
+fn wait_at_most(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let status = wait_up_to(child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
+}
+
 /// The longest a code package's compilation may take; what is compiled by then is kept.
 const PRECOMPILE_LIMIT: Duration = Duration::from_secs(120);
+/// How long a deploy waits for it. A longer compilation goes on in the background, in the same
+/// directory (its bind mount follows the directory through the code store's rename), while
+/// environments that start meanwhile compile at import what is not compiled yet.
+const PRECOMPILE_FOREGROUND: Duration = Duration::from_secs(10);
 
 /// Compile the Python sources of a code package (a function's or a layer's unpacked tree) to
 /// bytecode beside them, as `__pycache__/*.cpython-3XX.pyc` for the host's interpreter, so that
@@ -123,9 +133,14 @@ const PRECOMPILE_LIMIT: Duration = Duration::from_secs(120);
 ///
 /// The compiler reads untrusted code, so it runs in a sandbox of its own (bubblewrap: new
 /// namespaces, no network, no capabilities, only `/usr` and the tree, which it may write), for at
-/// most [`PRECOMPILE_LIMIT`]. Failures are logged and leave the sources to be compiled at import,
-/// as before. Returns how many `.py` files the tree has.
+/// most [`PRECOMPILE_LIMIT`], of which the caller waits at most [`PRECOMPILE_FOREGROUND`].
+/// Failures are logged and leave the sources to be compiled at import, as before. Returns how
+/// many `.py` files the tree has.
 pub fn precompile_python(tree: &Path) -> usize {
+    precompile_python_waiting(tree, PRECOMPILE_FOREGROUND)
+}
+
+fn precompile_python_waiting(tree: &Path, foreground: Duration) -> usize {
     let sources = count_python_sources(tree, 0);
     if sources == 0 {
         return 0;
@@ -135,7 +150,9 @@ pub fn precompile_python(tree: &Path) -> usize {
     };
     let started = std::time::Instant::now();
     let mut cmd = std::process::Command::new(bwrap);
-    cmd.args(["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"])
+    // No --die-with-parent: that follows the spawning thread, which may be a transient one; the
+    // compilation ends by itself, or at the limit.
+    cmd.args(["--unshare-all", "--new-session", "--cap-drop", "ALL"])
         .args(["--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"])
         .args(["--symlink", "usr/lib64", "/lib64", "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"])
         .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
@@ -148,13 +165,26 @@ pub fn precompile_python(tree: &Path) -> usize {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let status = cmd.spawn().ok().and_then(|mut child| wait_at_most(&mut child, PRECOMPILE_LIMIT));
-    match status {
+    let report = move |status: Option<std::process::ExitStatus>| match status {
         // compileall exits 1 when a file does not compile: the others are compiled.
         Some(s) if s.code().is_some_and(|c| c <= 1) => {
             tracing::debug!(sources, ms = started.elapsed().as_millis() as u64, "compiled the package's Python sources")
         }
         other => tracing::warn!(?other, sources, "cannot compile the package's Python sources; they compile at import"),
+    };
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the compilation of the package's Python sources");
+            return sources;
+        }
+    };
+    match wait_up_to(&mut child, foreground) {
+        Some(status) => report(Some(status)),
+        None => {
+            tracing::info!(sources, "compiling the package's Python sources goes on in the background");
+            std::thread::spawn(move || report(wait_at_most(&mut child, PRECOMPILE_LIMIT.saturating_sub(foreground))));
+        }
     }
     sources
 }
@@ -440,6 +470,16 @@ mod tests {
         std::fs::write(empty.path().join("bootstrap"), "#!/bin/sh\n").expect("bootstrap");
         assert_eq!(precompile_python(empty.path()), 0);
         assert!(!empty.path().join("__pycache__").exists());
+        // A compilation the deploy stops waiting for goes on in the background.
+        let later = tempfile::tempdir().expect("tmp");
+        std::fs::write(later.path().join("late.py"), "X = 1\n").expect("late");
+        assert_eq!(precompile_python_waiting(later.path(), Duration::ZERO), 1);
+        let pyc = later.path().join("__pycache__").join(format!("late.cpython-{tag}.pyc"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !pyc.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(pyc.exists(), "compiled in the background");
     }
 
     #[test]
