@@ -77,6 +77,26 @@ def test_python_function_uses_layers_in_order(lam):
     assert "Layers" not in lam.get_function(FunctionName=name)["Configuration"]
 
 
+def test_a_later_layers_source_is_never_shadowed_by_an_earlier_layers_bytecode(lam):
+    """Layers are compiled at publish; in the merged /opt a later layer's module replaces an
+    earlier one's, and a .pyc of the earlier one must not stand in for it. Here the later file
+    does not compile (so it has no .pyc of its own) and has the earlier one's size, and both were
+    unpacked within the same second: a timestamp-checked .pyc would pass for it."""
+    base = publish(lam, unique("pyc-base"), {"python/shadow.py": "WORD = 'one'\n"})
+    top = publish(lam, unique("pyc-top"), {"python/shadow.py": "WORD  = 'two\n"})
+    assert len("WORD = 'one'\n") == len("WORD  = 'two\n")
+    code = "def handler(e, c):\n    import shadow\n    return shadow.WORD\n"
+    name = make(lam, "python3.12", "lambda_function.handler", {"lambda_function.py": code},
+                Layers=[base["LayerVersionArn"], top["LayerVersionArn"]])
+    r, body, _ = invoke(lam, name, tenant="pyc")
+    assert r.get("FunctionError") == "Unhandled", body
+    assert body["errorType"] == "SyntaxError" and "shadow.py" in json.dumps(body), body
+    # The earlier layer alone still runs from its own bytecode.
+    only = make(lam, "python3.12", "lambda_function.handler", {"lambda_function.py": code},
+                Layers=[base["LayerVersionArn"]])
+    assert invoke(lam, only, tenant="pyc")[1] == "one"
+
+
 def test_node_function_finds_modules_in_a_layer(lam):
     dep = publish(lam, unique("node-dep"), {
         "nodejs/node_modules/shout/index.js": "module.exports = (s) => s.toUpperCase() + '!';\n",

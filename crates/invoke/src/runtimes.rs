@@ -128,8 +128,9 @@ const PRECOMPILE_FOREGROUND: Duration = Duration::from_secs(10);
 /// bytecode beside them, as `__pycache__/*.cpython-3XX.pyc` for the host's interpreter, so that
 /// no cold start compiles them again: `/var/task` and `/opt` are read-only in a sandbox, so
 /// without this every new environment compiles every module it imports (a three-line handler
-/// costs about 1 ms; a package with its dependencies, hundreds). Python checks each file's
-/// source timestamp and size before using it, and other versions ignore it.
+/// costs about 1 ms; a package with its dependencies, hundreds). Python checks each file against
+/// its source's hash before using it (reading and hashing a source costs microseconds; compiling
+/// it, milliseconds), and other versions ignore it.
 ///
 /// The compiler reads untrusted code, so it runs in a sandbox of its own (bubblewrap: new
 /// namespaces, no network, no capabilities, only `/usr` and the tree, which it may write), for at
@@ -160,8 +161,12 @@ fn precompile_python_waiting(tree: &Path, foreground: Duration) -> usize {
         .arg(tree)
         .args(["/var/task", "--chdir", "/var/task", "--clearenv", "--"])
         .arg(&python.path)
-        // Isolated, no site: only the standard library's compileall, silent, one process.
-        .args(["-I", "-S", "-m", "compileall", "-qq", "-j", "1", "-d", "/var/task", "/var/task"])
+        // Isolated, no site: only the standard library's compileall, silent, one process. Each
+        // .pyc holds its source's hash, checked at import: in a merged /opt a later layer's
+        // module replaces an earlier one's, and an earlier .pyc left beside it (the later one
+        // did not compile) must not pass for it, as one checked by size and mtime (seconds) can.
+        .args(["-I", "-S", "-m", "compileall", "-qq", "-j", "1", "--invalidation-mode", "checked-hash"])
+        .args(["-d", "/var/task", "/var/task"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
