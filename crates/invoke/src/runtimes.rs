@@ -146,20 +146,10 @@ fn precompile_python_waiting(tree: &Path, foreground: Duration) -> usize {
     if sources == 0 {
         return 0;
     }
-    let (Some(python), Ok(bwrap)) = (host().python.as_ref(), quarters_sandbox::BwrapConfig::find_bwrap()) else {
-        return sources;
-    };
+    let Some(python) = host().python.as_ref() else { return sources };
+    let Ok(mut cmd) = quarters_sandbox::one_off_job(tree, "/var/task") else { return sources };
     let started = std::time::Instant::now();
-    let mut cmd = std::process::Command::new(bwrap);
-    // No --die-with-parent: that follows the spawning thread, which may be a transient one; the
-    // compilation ends by itself, or at the limit.
-    cmd.args(["--unshare-all", "--new-session", "--cap-drop", "ALL"])
-        .args(["--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"])
-        .args(["--symlink", "usr/lib64", "/lib64", "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"])
-        .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
-        .arg("--bind")
-        .arg(tree)
-        .args(["/var/task", "--chdir", "/var/task", "--clearenv", "--"])
+    cmd.arg("--")
         .arg(&python.path)
         // Isolated, no site: only the standard library's compileall, silent, one process. Each
         // .pyc holds its source's hash, checked at import: in a merged /opt a later layer's

@@ -37,6 +37,37 @@ pub struct BwrapConfig {
     pub hardening: bool,
 }
 
+/// The host's part of a sandbox's root when it has no image: `/usr` (read-only), the usual links
+/// into it, and the few `/etc` files programs need.
+#[rustfmt::skip]
+const HOST_ROOT_ARGS: &[&str] = &[
+    "--ro-bind", "/usr", "/usr",
+    "--symlink", "usr/bin", "/bin",
+    "--symlink", "usr/lib", "/lib",
+    "--symlink", "usr/lib64", "/lib64",
+    "--symlink", "usr/sbin", "/sbin",
+    "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+    "--ro-bind-try", "/etc/ssl", "/etc/ssl",
+    "--ro-bind-try", "/etc/ca-certificates", "/etc/ca-certificates",
+    "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
+    "--ro-bind-try", "/etc/localtime", "/etc/localtime",
+];
+
+/// A one-off job in a sandbox of its own, for work on untrusted input outside any environment
+/// (say, compiling a code package): new namespaces (no network), no capabilities, the host's
+/// root as environments see it, a private `/tmp`, and `dir` bound read-write at `at` (also the
+/// working directory). The caller appends `--`, the program and its arguments. Not tied to the
+/// spawning thread (no `--die-with-parent`: it may be a transient one); the caller bounds it.
+pub fn one_off_job(dir: &Path, at: &str) -> Result<std::process::Command, SandboxError> {
+    let mut cmd = std::process::Command::new(BwrapConfig::find_bwrap()?);
+    cmd.args(["--unshare-all", "--new-session", "--cap-drop", "ALL"])
+        .args(HOST_ROOT_ARGS)
+        .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind"])
+        .arg(dir)
+        .args([at, "--chdir", at, "--clearenv"]);
+    Ok(cmd)
+}
+
 impl BwrapConfig {
     /// Find `bwrap` on the usual paths.
     pub fn find_bwrap() -> Result<PathBuf, SandboxError> {
@@ -106,16 +137,7 @@ impl BwrapSandbox {
                     }
                 }
             }
-            None => {
-                push(&["--ro-bind", "/usr", "/usr"]);
-                push(&["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"]);
-                push(&["--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin"]);
-                for etc in
-                    ["/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives", "/etc/localtime"]
-                {
-                    push(&["--ro-bind-try", etc, etc]);
-                }
-            }
+            None => push(HOST_ROOT_ARGS),
         }
         push(&["--proc", "/proc", "--dev", "/dev"]);
         match tmp {

@@ -21,7 +21,7 @@ pub mod seccomp;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-pub use bwrap::{BwrapConfig, BwrapSandbox};
+pub use bwrap::{BwrapConfig, BwrapSandbox, one_off_job};
 use quarters_types::EnvId;
 pub use scratch::{ScratchConfig, ScratchDisk, ScratchDisks};
 use tokio::sync::{mpsc, oneshot};

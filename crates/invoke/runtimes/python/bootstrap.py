@@ -234,7 +234,6 @@ class _DecodeContext:
     parse_float = float
     parse_int = int
     parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
-    memo = {}
 
 
 def _c_json():
